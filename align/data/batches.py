@@ -1,0 +1,110 @@
+"""Tokenized examples -> padded tensors (typed batches), and a resumable batch plan.
+
+Masks come from lengths, never from `token != pad`: SmolLM2's pad is its EOS, which also ends
+every chat turn. Pairs are laid out chosen rows first, then rejected rows, so one forward pass
+scores both (`PairBatch.split`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from align.objectives.types import PairLogps, SeqLogps
+
+
+@dataclass
+class SeqBatch:
+    """Right-padded sequences: attention over [0, length), loss over [prompt_len, length)."""
+
+    input_ids: torch.Tensor  # [N, T]
+    attention_mask: torch.Tensor  # [N, T]
+    loss_mask: torch.Tensor  # [N, T]
+
+    def to(self, device: torch.device) -> SeqBatch:
+        return type(self)(**{k: v.to(device) for k, v in self.__dict__.items()})
+
+
+@dataclass
+class PairBatch(SeqBatch):
+    """B pairs as 2B rows: rows [0, B) are prompt+chosen, rows [B, 2B) prompt+rejected."""
+
+    index: torch.Tensor  # [B] dataset positions (keys for cached reference log-probs)
+
+    @property
+    def num_examples(self) -> int:
+        return self.index.shape[0]
+
+    @staticmethod
+    def split(logps: SeqLogps) -> PairLogps:
+        b = logps.sum.shape[0] // 2
+        return PairLogps(
+            chosen=SeqLogps(logps.sum[:b], logps.n_tokens[:b]),
+            rejected=SeqLogps(logps.sum[b:], logps.n_tokens[b:]),
+        )
+
+
+def pad_sequences(prompts: Sequence[list[int]], completions: Sequence[list[int]], pad_id: int) -> SeqBatch:
+    """Concatenate prompt+completion per row and right-pad; masks from lengths."""
+    lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
+    t = max(lengths)
+    ids = torch.full((len(lengths), t), pad_id, dtype=torch.long)
+    pos = torch.arange(t)
+    plen = torch.tensor([len(p) for p in prompts])
+    total = torch.tensor(lengths)
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        ids[i, : lengths[i]] = torch.tensor(p + c, dtype=torch.long)
+    attention = (pos[None, :] < total[:, None]).long()
+    loss = (pos[None, :] >= plen[:, None]) & (pos[None, :] < total[:, None])
+    return SeqBatch(ids, attention, loss.long())
+
+
+def collate_pairs(examples: Sequence[dict], pad_id: int) -> PairBatch:
+    prompts = [e["prompt_ids"] for e in examples]
+    seq = pad_sequences(
+        prompts + prompts,
+        [e["chosen_ids"] for e in examples] + [e["rejected_ids"] for e in examples],
+        pad_id,
+    )
+    index = torch.tensor([e["index"] for e in examples], dtype=torch.long)
+    return PairBatch(seq.input_ids, seq.attention_mask, seq.loss_mask, index)
+
+
+@dataclass
+class BatchPlan:
+    """Which examples each rank sees at each micro-step; a pure function of (seed, epoch, step).
+
+    One global micro-batch is `per_device * world` examples in a seeded per-epoch permutation;
+    rank r takes its contiguous slice. So a 1-process run with per_device=4 and a 2-process run
+    with per_device=2 see the same examples per optimizer step, and resuming needs only the
+    (epoch, micro-step) position. The tail that does not fill a whole optimizer step is dropped
+    each epoch (reported), so every step averages over the same number of examples.
+    """
+
+    n_examples: int
+    per_device: int
+    world: int
+    accumulation: int
+    seed: int
+    shuffle: bool = True
+
+    @property
+    def global_micro(self) -> int:
+        return self.per_device * self.world
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n_examples // (self.global_micro * self.accumulation)
+
+    def order(self, epoch: int) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.n_examples))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.n_examples, generator=g).tolist()
+
+    def micro_batch(self, epoch: int, step: int, micro: int, rank: int) -> list[int]:
+        """Example indices for `rank` at optimizer `step` (within `epoch`), accumulation slot `micro`."""
+        start = ((step * self.accumulation) + micro) * self.global_micro + rank * self.per_device
+        return self.order(epoch)[start : start + self.per_device]

@@ -1,0 +1,277 @@
+"""Parse raw rows (plain, conversational, implicit-prompt) into validated typed records.
+
+Every source format is normalised here so the rest of the toolkit sees one shape, and every
+rejection is a `DataError` that names the source, the row position and the offending column:
+a user fixing a 100k-line file needs the exact place, not a KeyError from deep in a collator.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from align.data.records import Message, PairRecord, Text, UnpairedRecord
+from align.errors import DataError
+
+ROLES = ("system", "user", "assistant")
+HH_ASSISTANT = "\n\nAssistant:"
+_HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):")
+_HH_ROLE = {"Human": "user", "Assistant": "assistant"}
+
+
+class RecordError(DataError):
+    """A bad record. `category` (e.g. 'empty completion') is what skip mode counts by."""
+
+    def __init__(
+        self, source: str, where: str | None, field: str | None, category: str, detail: str = ""
+    ) -> None:
+        super().__init__(source, where, field, f"{category}: {detail}" if detail else category)
+        self.category = category
+
+
+class _Bad(Exception):
+    """Raised by the helpers below, which do not know the source/position; parse_* adds them."""
+
+    def __init__(self, field: str | None, category: str, detail: str = "") -> None:
+        super().__init__(category)
+        self.field, self.category, self.detail = field, category, detail
+
+
+def parse_pair(
+    row: Mapping[str, Any], *, source: str, where: str, columns: Mapping[str, str] | None = None
+) -> PairRecord:
+    """Normalise one preference row; `columns` maps prompt/chosen/rejected to the row's column names."""
+    col = _column_lookup(columns)
+    try:
+        _check_row(row)
+        cl, rl = col("chosen"), col("rejected")
+        _check_distinct(_required(row, cl), _required(row, rl), cl)
+        prompt, (chosen, rejected) = _normalise(row, col("prompt"), [cl, rl])
+        _check_distinct(chosen, rejected, cl)
+    except _Bad as bad:
+        raise RecordError(source, where, bad.field, bad.category, bad.detail) from None
+    return PairRecord(prompt, chosen, rejected, origin=f"{source}:{where}")
+
+
+def parse_unpaired(
+    row: Mapping[str, Any], *, source: str, where: str, columns: Mapping[str, str] | None = None
+) -> UnpairedRecord:
+    """Normalise one unpaired (KTO) row: prompt, completion and a bool or 0/1 label."""
+    col = _column_lookup(columns)
+    try:
+        _check_row(row)
+        label = _label(_present(row, col("label")), col("label"))
+        prompt, (completion,) = _normalise(row, col("prompt"), [col("completion")])
+    except _Bad as bad:
+        raise RecordError(source, where, bad.field, bad.category, bad.detail) from None
+    return UnpairedRecord(prompt, completion, label, origin=f"{source}:{where}")
+
+
+def _column_lookup(columns: Mapping[str, str] | None):
+    mapping = dict(columns or {})
+    return lambda name: mapping.get(name, name)
+
+
+def _check_row(row: Any) -> None:
+    if not isinstance(row, Mapping):
+        raise _Bad(None, "not an object", f"expected a JSON object per record, got {type(row).__name__}")
+
+
+def _present(row: Mapping[str, Any], column: str) -> Any:
+    value = row.get(column)
+    if value is None:
+        raise _Bad(column, "missing field", f"row has columns {', '.join(map(str, row)) or '(none)'}")
+    return value
+
+
+def _required(row: Mapping[str, Any], column: str) -> Text:
+    value = _present(row, column)
+    if not isinstance(value, str | list):
+        raise _Bad(
+            column, "wrong type", f"expected a string or a list of messages, got {type(value).__name__}"
+        )
+    return value
+
+
+def _check_distinct(chosen: Text, rejected: Text, label: str) -> None:
+    same = (
+        chosen.strip() == rejected.strip()
+        if isinstance(chosen, str) and isinstance(rejected, str)
+        else chosen == rejected
+    )
+    if same:
+        raise _Bad(
+            label,
+            "chosen == rejected",
+            "the two completions are identical, so the pair carries no preference",
+        )
+
+
+def _label(value: Any, column: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise _Bad(column, "bad label", f"expected true/false or 0/1, got {value!r}")
+
+
+def _normalise(row: Mapping[str, Any], prompt_col: str, cols: list[str]) -> tuple[Text, list[Text]]:
+    """One path for pairs (two completions) and unpaired rows (one), so the formats cannot drift."""
+    values = [_required(row, c) for c in cols]
+    prompt = row.get(prompt_col)
+    if prompt is None:
+        return _split_implicit(values, cols)
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise _Bad(prompt_col, "empty prompt")
+        if all(isinstance(v, list) and _starts_with_prompt_turn(v) for v in values):
+            # e.g. ultrafeedback_binarized: a prompt string plus full conversations in the completions
+            messages, completions = _split_implicit(values, cols)
+            if messages[-1]["content"] != prompt.strip():
+                raise _Bad(
+                    prompt_col, "prompt mismatch", "does not match the last user turn of the conversations"
+                )
+            return messages, completions
+        return prompt, [_completion(v, c, conversational=False) for v, c in zip(values, cols, strict=True)]
+    if isinstance(prompt, list):
+        messages = _messages(prompt, prompt_col)
+        _check_prompt_order(messages, prompt_col)
+        completions = [_strip_prefix(v, messages) for v in values]
+        return messages, [
+            _completion(v, c, conversational=True) for v, c in zip(completions, cols, strict=True)
+        ]
+    raise _Bad(
+        prompt_col, "wrong type", f"expected a string or a list of messages, got {type(prompt).__name__}"
+    )
+
+
+def _split_implicit(values: list[Text], cols: list[str]) -> tuple[list[Message], list[Text]]:
+    """No prompt column: the prompt is the transcripts' shared prefix up to the last shared prompt turn.
+
+    With one transcript (unpaired) that is everything before the final assistant answer.
+    """
+    if all(isinstance(v, str) for v in values):
+        shared = os.path.commonprefix(values)
+        cut = shared.rfind(HH_ASSISTANT)  # the char prefix may run into the answers' shared first words
+        if cut < 0:
+            raise _Bad(
+                cols[0],
+                "no shared assistant marker",
+                "implicit-prompt transcripts need '\\n\\nAssistant:' turns",
+            )
+        prompt = _hh_messages(values[0][:cut], cols[0])
+        tails = [
+            _hh_messages(HH_ASSISTANT + v[cut + len(HH_ASSISTANT) :], c)
+            for v, c in zip(values, cols, strict=True)
+        ]
+    elif all(isinstance(v, list) for v in values):
+        conversations = [_messages(v, c) for v, c in zip(values, cols, strict=True)]
+        n = _shared_len(conversations)
+        while n > 0 and conversations[0][n - 1]["role"] != "user":
+            n -= 1
+        if n == 0:
+            raise _Bad(cols[0], "no shared prompt", "the conversations share no prefix ending in a user turn")
+        prompt, tails = conversations[0][:n], [conv[n:] for conv in conversations]
+    else:
+        raise _Bad(
+            cols[-1],
+            "mixed formats",
+            "implicit-prompt completions must all be strings or all be message lists",
+        )
+    _check_prompt_order(prompt, cols[0])
+    return prompt, [_completion(t, c, conversational=True) for t, c in zip(tails, cols, strict=True)]
+
+
+def _hh_messages(text: str, column: str) -> list[Message]:
+    """Convert an Anthropic-HH transcript ('\\n\\nHuman: ...\\n\\nAssistant: ...') into chat messages."""
+    parts = _HH_TURN.split(text)
+    if parts[0].strip():
+        raise _Bad(column, "bad transcript", "text before the first 'Human:' turn")
+    return [
+        {"role": _HH_ROLE[r], "content": c.strip()} for r, c in zip(parts[1::2], parts[2::2], strict=True)
+    ]
+
+
+def _messages(value: list, column: str) -> list[Message]:
+    out: list[Message] = []
+    for i, message in enumerate(value):
+        at = f"{column}[{i}]"
+        if not isinstance(message, Mapping):
+            raise _Bad(
+                at, "wrong type", f"expected a {{'role', 'content'}} message, got {type(message).__name__}"
+            )
+        for key in ("role", "content"):
+            if message.get(key) is None:
+                raise _Bad(f"{at}.{key}", "missing field", "every message needs 'role' and 'content'")
+        role, content = message["role"], message["content"]
+        if role not in ROLES:
+            raise _Bad(f"{at}.role", "unknown role", f"{role!r}; expected one of {', '.join(ROLES)}")
+        if not isinstance(content, str):
+            raise _Bad(f"{at}.content", "wrong type", f"expected a string, got {type(content).__name__}")
+        out.append({"role": role, "content": content})
+    return out
+
+
+def _check_prompt_order(messages: list[Message], column: str) -> None:
+    """Optional system first, then user/assistant alternating, ending with user (the model answers next)."""
+    if not messages:
+        raise _Bad(column, "empty prompt")
+    expected = "user"
+    for i, message in enumerate(messages):
+        role = message["role"]
+        if role == "system" and i == 0:
+            continue
+        if role != expected:
+            detail = (
+                "system must be the first message"
+                if role == "system"
+                else f"expected role '{expected}', got '{role}'"
+            )
+            raise _Bad(f"{column}[{i}].role", "roles out of order", detail)
+        expected = "assistant" if role == "user" else "user"
+    if messages[-1]["role"] != "user":
+        raise _Bad(column, "roles out of order", "the prompt must end with a user turn")
+
+
+def _completion(value: Text, column: str, *, conversational: bool) -> Text:
+    if not conversational:
+        if isinstance(value, list):
+            raise _Bad(column, "mixed formats", "the prompt is a plain string but this is a message list")
+        if not value.strip():
+            raise _Bad(column, "empty completion")
+        return value
+    messages = _messages(
+        [{"role": "assistant", "content": value}] if isinstance(value, str) else value, column
+    )
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            raise _Bad(
+                f"{column}[{i}].role", "roles out of order", "a completion may only hold assistant turns"
+            )
+    if not "".join(m["content"] for m in messages).strip():
+        raise _Bad(column, "empty completion")
+    return messages
+
+
+def _starts_with_prompt_turn(value: list) -> bool:
+    return bool(value) and isinstance(value[0], Mapping) and value[0].get("role") in ("system", "user")
+
+
+def _strip_prefix(value: Text, prompt: Sequence[Message]) -> Text:
+    """TRL sometimes repeats the prompt inside each completion; drop it when it is there verbatim."""
+    if not isinstance(value, list) or len(value) <= len(prompt):
+        return value
+    head = [
+        (m.get("role"), m.get("content")) if isinstance(m, Mapping) else None for m in value[: len(prompt)]
+    ]
+    return value[len(prompt) :] if head == [(m["role"], m["content"]) for m in prompt] else value
+
+
+def _shared_len(conversations: list[list[Message]]) -> int:
+    """Length of the longest common message prefix (os.path.commonprefix would compare dicts with <)."""
+    n = 0
+    while all(len(c) > n for c in conversations) and all(c[n] == conversations[0][n] for c in conversations):
+        n += 1
+    return n

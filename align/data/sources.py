@@ -1,0 +1,245 @@
+"""Read raw rows from local files, save_to_disk directories or the Hub, and load them as records.
+
+Local formats come first so that everything works offline; the Hub is only tried for names that
+do not look like a path, and its failure names the offline alternatives instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from align.data.parse import RecordError, parse_pair, parse_unpaired
+from align.data.records import LoadStats, OnBadRecord, PairRecord, UnpairedRecord
+from align.errors import DataError
+
+log = logging.getLogger("align.data")
+
+PAIR_FIELDS = ("prompt", "chosen", "rejected")
+UNPAIRED_FIELDS = ("prompt", "completion", "label")
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+OFFLINE_HINT = (
+    "offline alternatives: a local .jsonl/.json/.parquet/.csv file, "
+    "or a directory written by datasets' Dataset.save_to_disk / DatasetDict.save_to_disk"
+)
+
+Row = dict[str, Any]
+# A row, or the error that replaced it (kept in the stream so skip mode can count it and go on).
+RowOrError = Row | RecordError
+T = TypeVar("T")
+
+
+def read_rows(
+    path_or_name: str, *, split: str | None = None, base_dir: Path | None = None
+) -> Iterator[tuple[str, Row]]:
+    """Yield (where, row) pairs; the source is resolved now, so a missing file fails at the call."""
+    rows = _open(path_or_name, split, base_dir)
+
+    def strict() -> Iterator[tuple[str, Row]]:
+        for where, row in rows:
+            if isinstance(row, DataError):
+                raise row
+            yield where, row
+
+    return strict()
+
+
+def load_pairs(
+    source: str,
+    *,
+    columns: Mapping[str, str] | None = None,
+    split: str | None = None,
+    on_bad_record: OnBadRecord = "error",
+    stats: LoadStats | None = None,
+    base_dir: Path | None = None,
+) -> tuple[list[PairRecord], LoadStats]:
+    """Load preference pairs; with on_bad_record='skip' bad rows are counted by reason, not fatal."""
+    return _load(source, parse_pair, PAIR_FIELDS, columns, split, on_bad_record, stats, base_dir)
+
+
+def load_unpaired(
+    source: str,
+    *,
+    columns: Mapping[str, str] | None = None,
+    split: str | None = None,
+    on_bad_record: OnBadRecord = "error",
+    stats: LoadStats | None = None,
+    base_dir: Path | None = None,
+) -> tuple[list[UnpairedRecord], LoadStats]:
+    """Load unpaired (KTO) examples with the same reading, skipping and logging as `load_pairs`."""
+    return _load(source, parse_unpaired, UNPAIRED_FIELDS, columns, split, on_bad_record, stats, base_dir)
+
+
+def _load(
+    source: str,
+    parse: Callable[..., T],
+    fields: tuple[str, ...],
+    columns: Mapping[str, str] | None,
+    split: str | None,
+    on_bad_record: OnBadRecord,
+    stats: LoadStats | None,
+    base_dir: Path | None,
+) -> tuple[list[T], LoadStats]:
+    unknown = sorted(set(columns or {}) - set(fields))
+    if unknown:
+        raise DataError(
+            source, None, "columns", f"unknown field(s) {unknown}; expected some of {list(fields)}"
+        )
+    if on_bad_record not in ("error", "skip"):
+        raise DataError(source, None, "on_bad_record", f"expected 'error' or 'skip', got {on_bad_record!r}")
+    stats = stats if stats is not None else LoadStats()
+    records: list[T] = []
+    for where, row in _open(source, split, base_dir):
+        stats.read += 1
+        try:
+            if isinstance(row, DataError):
+                raise row
+            records.append(parse(row, source=source, where=where, columns=columns))
+        except DataError as err:
+            if on_bad_record == "error":
+                raise
+            stats.skip(getattr(err, "category", err.reason))
+            continue
+        stats.kept += 1
+    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(stats.skipped.items())) or "none"
+    log.info("%s: read %d, kept %d, skipped %s", source, stats.read, stats.kept, skipped)
+    if stats.read and not stats.kept:
+        log.warning("%s: every record was skipped", source)
+    return records, stats
+
+
+def _open(name: str, split: str | None, base_dir: Path | None) -> Iterator[tuple[str, RowOrError]]:
+    path = _local_path(name, base_dir)
+    if path is None:
+        return _dataset_rows(_load_hub(name, split))
+    if path.is_dir():
+        return _dataset_rows(_load_disk(path, name, split))
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(
+            name, None, None, f"unsupported file type {path.suffix!r}; use one of {', '.join(FILE_SUFFIXES)}"
+        )
+    if split not in (None, "train"):
+        raise DataError(name, None, "split", f"a single file has only the 'train' split, not {split!r}")
+    return reader(path, name)
+
+
+def _local_path(name: str, base_dir: Path | None) -> Path | None:
+    """The local path `name` denotes, or None when it can only be a Hub dataset name."""
+    path = Path(name).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    if path.exists():
+        return path
+    if path.suffix.lower() in FILE_SUFFIXES or name.startswith(("/", ".", "~")):
+        raise DataError(name, None, None, f"file not found: {path}")
+    return None
+
+
+def _read_jsonl(path: Path, name: str) -> Iterator[tuple[str, RowOrError]]:
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"line {number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                yield where, RecordError(name, where, None, "invalid JSON", str(err))
+                continue
+            yield where, row if isinstance(row, dict) else _not_object(name, where, row)
+
+
+def _read_json(path: Path, name: str) -> Iterator[tuple[str, RowOrError]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(name, None, None, f"invalid JSON: {err}") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise DataError(name, None, None, 'expected a JSON list of objects or {"data": [...]}')
+    for i, row in enumerate(data):
+        where = f"record {i}"
+        yield where, row if isinstance(row, dict) else _not_object(name, where, row)
+
+
+def _read_parquet(path: Path, name: str) -> Iterator[tuple[str, RowOrError]]:
+    import pyarrow.parquet as pq
+
+    try:
+        batches = pq.ParquetFile(path).iter_batches()
+    except Exception as err:  # pyarrow raises several types for corrupt files
+        raise DataError(name, None, None, f"cannot read parquet: {err}") from None
+    yield from _numbered(row for batch in batches for row in batch.to_pylist())
+
+
+def _read_csv(path: Path, name: str) -> Iterator[tuple[str, RowOrError]]:
+    import pandas as pd
+
+    try:
+        # na_filter=False keeps empty cells as "" so they report as empty, not as missing columns
+        frame = pd.read_csv(path, na_filter=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataError(name, None, None, f"cannot read CSV: {err}") from None
+    yield from _numbered(frame.to_dict("records"))
+
+
+def _numbered(rows: Iterable[Row]) -> Iterator[tuple[str, Row]]:
+    for i, row in enumerate(rows):
+        yield f"record {i}", row
+
+
+def _not_object(name: str, where: str, row: Any) -> RecordError:
+    return RecordError(
+        name, where, None, "not an object", f"expected a JSON object, got {type(row).__name__}"
+    )
+
+
+_READERS: dict[str, Callable[[Path, str], Iterator[tuple[str, RowOrError]]]] = {
+    ".jsonl": _read_jsonl,
+    ".json": _read_json,
+    ".parquet": _read_parquet,
+    ".csv": _read_csv,
+}
+
+
+def _dataset_rows(dataset: Any) -> Iterator[tuple[str, Row]]:
+    return _numbered(iter(dataset))
+
+
+def _load_disk(path: Path, name: str, split: str | None) -> Any:
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except FileNotFoundError as err:
+        raise DataError(name, None, None, f"not a datasets save_to_disk directory ({err})") from None
+    if not isinstance(loaded, datasets.DatasetDict):
+        if split not in (None, "train"):
+            raise DataError(
+                name, None, "split", f"this directory holds a single Dataset, not split {split!r}"
+            )
+        return loaded
+    if split is None:
+        split = "train" if "train" in loaded or len(loaded) != 1 else next(iter(loaded))
+    if split not in loaded:
+        raise DataError(name, None, "split", f"unknown split {split!r}; available: {', '.join(loaded)}")
+    return loaded[split]
+
+
+def _load_hub(name: str, split: str | None) -> Any:
+    import datasets
+
+    try:
+        return datasets.load_dataset(name, split=split or "train")
+    except Exception as err:  # datasets/hub raise many types; all end the same way for the user
+        text = f"{type(err).__name__}: {err}"
+        if isinstance(err, OSError) or any(w in text.lower() for w in ("offline", "connect", "reach")):
+            reason = f"the Hugging Face Hub is unreachable ({text}); {OFFLINE_HINT}"
+        else:
+            reason = f"could not load dataset ({text}); {OFFLINE_HINT}"
+        raise DataError(name, None, None, reason) from None

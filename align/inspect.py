@@ -1,0 +1,58 @@
+"""`align data inspect`: what the tokenized data looks like before a run spends time on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from align.data.prepare import prepare
+from align.models import ModelSpec, load_tokenizer
+from align.recipe import load_recipe
+
+
+def _percentiles(values: list[int]) -> str:
+    if not values:
+        return "-"
+    t = torch.tensor(values, dtype=torch.float)
+    qs = torch.quantile(t, torch.tensor([0.5, 0.9, 0.99]))
+    return f"p50 {qs[0]:.0f}  p90 {qs[1]:.0f}  p99 {qs[2]:.0f}  max {int(t.max())}"
+
+
+def render(tokenizer, ex: dict) -> str:
+    """The prompt shown inside ⟦masked: …⟧ (no loss), each completion after it."""
+    prompt = tokenizer.decode(ex["prompt_ids"])
+    out = [f"⟦masked: {prompt}⟧"]
+    for key in ("chosen_ids", "rejected_ids"):
+        out.append(f"  {key.split('_')[0]:8s} (loss on {len(ex[key])} tokens): {tokenizer.decode(ex[key])!r}")
+    return "\n".join(out)
+
+
+def inspect(source: str, recipe_path: str | None, overrides: list[str]) -> str:
+    key = "data.card" if not Path(source).exists() or source.endswith(".md") else "data.path"
+    other = "data.path" if key == "data.card" else "data.card"
+    recipe = load_recipe(recipe_path, [*overrides, f"{key}={source}", f"{other}="])
+    d = recipe.data
+    tok = load_tokenizer(ModelSpec(recipe.model.name, trust_remote_code=recipe.model.trust_remote_code))
+    data = prepare(d, tok)
+    examples = data.train + data.eval
+    lines = [
+        f"source: {data.source}",
+        f"records: read {data.load_stats['read']}, kept {data.load_stats['kept']}, skipped {data.load_stats['skipped'] or 0}",
+        f"examples: train {len(data.train)}, held-out {len(data.eval)}  (tokenizer of {recipe.model.name})",
+        f"tokenization: max_length {d.max_length}, max_prompt_length {d.max_prompt_length}: "
+        f"{data.token_stats.get('prompt_truncated', 0)} prompts truncated, "
+        f"{data.token_stats.get('completion_truncated', 0)} completions truncated, "
+        f"{data.token_stats.get('dropped_empty_completion', 0)} dropped",
+        "token lengths:",
+    ]
+    for name, fn in (
+        ("prompt", lambda e: len(e["prompt_ids"])),
+        ("chosen", lambda e: len(e["chosen_ids"])),
+        ("rejected", lambda e: len(e["rejected_ids"])),
+        ("prompt+longer", lambda e: len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"]))),
+    ):
+        lines.append(f"  {name:14s} {_percentiles([fn(e) for e in examples])}")
+    for ex in examples[:2]:
+        lines += ["", f"example {ex.get('origin', '')}:", render(tok, ex)]
+    return "\n".join(lines)

