@@ -80,7 +80,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, state: TrainState, accelerator, peft_model, optimizer, scheduler, keep: int) -> Path:
+def save_checkpoint(
+    run_dir: Path, state: TrainState, accelerator, peft_model, optimizer, scheduler, keep: int
+) -> Path:
     final = run_dir / "checkpoints" / f"step-{state.step:07d}"
     tmp = final.parent / f".tmp-{final.name}"
     if accelerator.is_main_process:
@@ -141,7 +143,17 @@ def git_sha() -> str | None:
 
 def package_versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {}
-    for name in ("align", "torch", "transformers", "peft", "accelerate", "datasets", "trl", "evaluate", "gguf"):
+    for name in (
+        "align",
+        "torch",
+        "transformers",
+        "peft",
+        "accelerate",
+        "datasets",
+        "trl",
+        "evaluate",
+        "gguf",
+    ):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -28,12 +28,16 @@ def _train(args: argparse.Namespace) -> int:
     summary = run(recipe)
     acc = summary["accelerator"]
     if acc.is_main_process:
-        print(f"\nrun directory: {recipe.output_dir}  ({summary['steps']} steps, {time.perf_counter() - t0:.0f} s)")
+        print(
+            f"\nrun directory: {recipe.output_dir}  ({summary['steps']} steps, {time.perf_counter() - t0:.0f} s)"
+        )
         print(metrics_table(summary["before"], summary["after"]))
         for prompt in recipe.report.sample_prompts:
             print(f"\nprompt: {prompt}")
             for label, on in (("before", False), ("after ", True)):
-                text = generate(summary["peft_model"], summary["tokenizer"], prompt, recipe.report.max_new_tokens, on)
+                text = generate(
+                    summary["peft_model"], summary["tokenizer"], prompt, recipe.report.max_new_tokens, on
+                )
                 print(f"  {label}: {text!r}")
     return 0
 
@@ -66,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=os.environ.get("ALIGN_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=os.environ.get("ALIGN_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

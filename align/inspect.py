@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from align.data.prepare import prepare
+from align.data.sources import FILE_SUFFIXES
 from align.models import ModelSpec, load_tokenizer
 from align.recipe import load_recipe
 
@@ -19,6 +20,14 @@ def _percentiles(values: list[int]) -> str:
     return f"p50 {qs[0]:.0f}  p90 {qs[1]:.0f}  p99 {qs[2]:.0f}  max {int(t.max())}"
 
 
+def _skipped(load_stats: dict) -> str:
+    reasons = load_stats.get("skipped") or {}
+    if not reasons:
+        return "0"
+    detail = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+    return f"{sum(reasons.values())} ({detail})"
+
+
 def render(tokenizer, ex: dict) -> str:
     """The prompt shown inside ⟦masked: …⟧ (no loss), each completion after it."""
     prompt = tokenizer.decode(ex["prompt_ids"])
@@ -28,8 +37,20 @@ def render(tokenizer, ex: dict) -> str:
     return "\n".join(out)
 
 
+def _source_key(source: str) -> str:
+    """`data.card` for a card name or .md path; `data.path` for an existing path, anything shaped like
+    a data file or path (so a missing file reports "file not found", not "unknown data card") or a
+    Hub-style `org/name`."""
+    if source.endswith(".md"):
+        return "data.card"
+    p = Path(source).expanduser()
+    if p.exists() or "/" in source or source.startswith((".", "~")) or p.suffix.lower() in FILE_SUFFIXES:
+        return "data.path"
+    return "data.card"
+
+
 def inspect(source: str, recipe_path: str | None, overrides: list[str]) -> str:
-    key = "data.card" if not Path(source).exists() or source.endswith(".md") else "data.path"
+    key = _source_key(source)
     other = "data.path" if key == "data.card" else "data.card"
     recipe = load_recipe(recipe_path, [*overrides, f"{key}={source}", f"{other}="])
     d = recipe.data
@@ -38,7 +59,7 @@ def inspect(source: str, recipe_path: str | None, overrides: list[str]) -> str:
     examples = data.train + data.eval
     lines = [
         f"source: {data.source}",
-        f"records: read {data.load_stats['read']}, kept {data.load_stats['kept']}, skipped {data.load_stats['skipped'] or 0}",
+        f"records: read {data.load_stats['read']}, kept {data.load_stats['kept']}, skipped {_skipped(data.load_stats)}",
         f"examples: train {len(data.train)}, held-out {len(data.eval)}  (tokenizer of {recipe.model.name})",
         f"tokenization: max_length {d.max_length}, max_prompt_length {d.max_prompt_length}: "
         f"{data.token_stats.get('prompt_truncated', 0)} prompts truncated, "

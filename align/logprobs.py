@@ -58,7 +58,9 @@ class SequenceScorer(nn.Module):
             and getattr(lm, "base_model", None) is not lm
         )
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor) -> SeqLogps:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor
+    ) -> SeqLogps:
         sel = loss_mask[:, 1:].bool()
         targets = input_ids[:, 1:][sel]
         rows = sel.nonzero()[:, 0]

@@ -112,7 +112,10 @@ def train(parts: LoopParts, state: TrainState) -> TrainState:
     params = [p for p in parts.model.parameters() if p.requires_grad]
     parts.model.train()
     bar = tqdm(
-        total=state.total_steps, initial=state.step, desc="train", disable=not (parts.progress and acc.is_main_process),
+        total=state.total_steps,
+        initial=state.step,
+        desc="train",
+        disable=not (parts.progress and acc.is_main_process),
         dynamic_ncols=True,
     )
     t0, tokens = time.perf_counter(), 0
@@ -143,7 +146,10 @@ def train(parts: LoopParts, state: TrainState) -> TrainState:
         if state.step % parts.log_every == 0 or state.step == state.total_steps:
             merged = mean_metrics(outputs)
             sums = {k: v.sum().cpu() for k, v in merged.items()}
-            metrics = {f"train/{k}": v for k, v in reduce_means(acc, sums, torch.tensor(float(len(merged["loss"])))).items()}
+            metrics = {
+                f"train/{k}": v
+                for k, v in reduce_means(acc, sums, torch.tensor(float(len(merged["loss"])))).items()
+            }
             metrics["train/lr"] = parts.scheduler.get_last_lr()[0]
             if grad_norm is not None:
                 metrics["train/grad_norm"] = float(grad_norm)
@@ -152,12 +158,25 @@ def train(parts: LoopParts, state: TrainState) -> TrainState:
             metrics["perf/tokens_per_s"] = tokens * acc.num_processes / max(elapsed, 1e-9)
             t0, tokens = time.perf_counter(), 0
             write_metrics(parts, state.step, metrics)
-            bar.set_postfix(loss=f"{metrics['train/loss']:.4f}", acc=f"{metrics.get('train/rewards/accuracies', 0):.2f}")
-        if parts.eval_fn and parts.eval_every and state.step % parts.eval_every == 0 and state.step < state.total_steps:
+            bar.set_postfix(
+                loss=f"{metrics['train/loss']:.4f}", acc=f"{metrics.get('train/rewards/accuracies', 0):.2f}"
+            )
+        if (
+            parts.eval_fn
+            and parts.eval_every
+            and state.step % parts.eval_every == 0
+            and state.step < state.total_steps
+        ):
             write_metrics(parts, state.step, parts.eval_fn())
         if parts.save_every and state.step % parts.save_every == 0:
             save_checkpoint(
-                parts.run_dir, state, acc, parts.peft_model, parts.optimizer, parts.scheduler, parts.keep_checkpoints
+                parts.run_dir,
+                state,
+                acc,
+                parts.peft_model,
+                parts.optimizer,
+                parts.scheduler,
+                parts.keep_checkpoints,
             )
     bar.close()
     return state

@@ -10,6 +10,7 @@ the recipe asks.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def _resolve_path(spec: ModelSpec) -> str:
     if Path(spec.name).expanduser().is_dir():
         return str(Path(spec.name).expanduser())
     if spec.name.startswith((".", "/", "~")):
-        raise ModelError(f"model directory {spec.name!r} does not exist")
+        raise _unreachable(spec.name, FileNotFoundError(f"directory {spec.name} does not exist"))
     return spec.name
 
 
@@ -134,4 +135,6 @@ def add_lora(model, spec: LoraSpec):
         target_modules=spec.target_modules,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft probes a deprecated transformers property
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        return get_peft_model(model, config)

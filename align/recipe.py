@@ -167,6 +167,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise RecipeError(f"{where}: expected {tp.__name__}, got {value!r}") from None
         if tp is int and isinstance(value, float) and not value.is_integer():
             raise RecipeError(f"{where}: expected an integer, got {value!r}")
+        if out != out:  # NaN (`.nan`, or "nan" via float()) passes every later range check
+            raise RecipeError(f"{where}: expected a number, got {value!r}")
         return out
     if tp is str:
         if isinstance(value, str):

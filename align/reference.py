@@ -54,6 +54,29 @@ class CachedReference:
         return SeqLogps(sum=s, n_tokens=n)
 
 
+class MemoReference:
+    """Remembers reference log-probs per example of a fixed set (the held-out split), so
+    repeated evaluations pay the adapter-off forward once."""
+
+    def __init__(self, inner: AdapterOffReference | CachedReference) -> None:
+        self.inner = inner
+        self.rows: dict[int, tuple[torch.Tensor, ...]] = {}
+
+    def __call__(self, batch: PairBatch) -> SeqLogps:
+        keys = batch.index.tolist()
+        if not all(k in self.rows for k in keys):
+            pair = PairBatch.split(self.inner(batch))
+            for i, k in enumerate(keys):
+                self.rows[k] = (
+                    pair.chosen.sum[i],
+                    pair.rejected.sum[i],
+                    pair.chosen.n_tokens[i],
+                    pair.rejected.n_tokens[i],
+                )
+        cs, rs, cn, rn = (torch.stack(col) for col in zip(*(self.rows[k] for k in keys)))
+        return SeqLogps(sum=torch.cat([cs, rs]), n_tokens=torch.cat([cn, rn]))
+
+
 def fingerprint(*parts: object) -> str:
     h = hashlib.sha256()
     for p in parts:
@@ -92,7 +115,12 @@ def precompute(
     table = {k: torch.zeros(n_examples) for k in ("chosen_sum", "rejected_sum", "chosen_n", "rejected_n")}
     for part in gathered:
         idx = part["idx"].long()
-        for src, dst in (("cs", "chosen_sum"), ("rs", "rejected_sum"), ("cn", "chosen_n"), ("rn", "rejected_n")):
+        for src, dst in (
+            ("cs", "chosen_sum"),
+            ("rs", "rejected_sum"),
+            ("cn", "chosen_n"),
+            ("rn", "rejected_n"),
+        ):
             table[dst][idx] = part[src]
     if accelerator.is_main_process:
         path.parent.mkdir(parents=True, exist_ok=True)

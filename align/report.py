@@ -30,7 +30,9 @@ def generate(peft_model, tokenizer, prompt: str, max_new_tokens: int, adapter: b
     """Greedy completion of a single user turn, with the adapter on (after) or off (before)."""
     msgs = [{"role": "user", "content": prompt}]
     if getattr(tokenizer, "chat_template", None):
-        enc = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        enc = tokenizer.apply_chat_template(
+            msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
     else:
         enc = tokenizer(prompt, return_tensors="pt")
     device = next(peft_model.parameters()).device
@@ -44,4 +46,4 @@ def generate(peft_model, tokenizer, prompt: str, max_new_tokens: int, adapter: b
         with adapter_off(peft_model):
             out = peft_model.generate(**enc, **kwargs)
     peft_model.train(was_training)
-    return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    return tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from align.loop import EvalSet, LoopParts, evaluate, train, write_metrics
 from align.methods import build_method
 from align.models import LoraSpec, ModelSpec, add_lora, load_model, load_tokenizer
 from align.recipe import Recipe, dump_recipe
-from align.reference import AdapterOffReference, fingerprint, precompute
+from align.reference import AdapterOffReference, MemoReference, fingerprint, precompute
 
 log = logging.getLogger("align.train")
 
@@ -69,15 +69,23 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _scheduler(r: Recipe, optimizer, total: int):
     from transformers import get_scheduler
 
-    warmup = r.optim.warmup_steps if r.optim.warmup_steps is not None else math.ceil(r.optim.warmup_ratio * total)
+    warmup = (
+        r.optim.warmup_steps if r.optim.warmup_steps is not None else math.ceil(r.optim.warmup_ratio * total)
+    )
     name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[r.optim.scheduler]
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
 
 
 def _model_fingerprint(spec: ModelSpec, seed: int) -> str:
     path = Path(spec.name).expanduser()
-    files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in path.glob("*.safetensors")) if path.is_dir() else []
-    return fingerprint(spec.name, spec.dtype, spec.revision, files, seed if spec.name == "tiny-smollm2" else None)
+    files = (
+        sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in path.glob("*.safetensors"))
+        if path.is_dir()
+        else []
+    )
+    return fingerprint(
+        spec.name, spec.dtype, spec.revision, files, seed if spec.name == "tiny-smollm2" else None
+    )
 
 
 def run(r: Recipe, resume: bool | None = None) -> dict[str, Any]:
@@ -88,9 +96,6 @@ def run(r: Recipe, resume: bool | None = None) -> dict[str, Any]:
     accelerator = make_accelerator(r)
     set_seed(r.seed)
     main = accelerator.is_main_process
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
 
     mspec = ModelSpec(r.model.name, r.model.dtype, r.model.trust_remote_code, r.model.revision)
     tokenizer = load_tokenizer(mspec)
@@ -105,11 +110,18 @@ def run(r: Recipe, resume: bool | None = None) -> dict[str, Any]:
     scorer = SequenceScorer(peft_model, chunk_tokens=r.train.chunk_tokens)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        params, lr=r.optim.lr, betas=tuple(r.optim.adam_betas), eps=r.optim.adam_eps, weight_decay=r.optim.weight_decay
+        params,
+        lr=r.optim.lr,
+        betas=tuple(r.optim.adam_betas),
+        eps=r.optim.adam_eps,
+        weight_decay=r.optim.weight_decay,
     )
     plan = BatchPlan(
-        len(data.train), r.train.per_device_batch_size, accelerator.num_processes,
-        r.train.gradient_accumulation_steps, r.seed,
+        len(data.train),
+        r.train.per_device_batch_size,
+        accelerator.num_processes,
+        r.train.gradient_accumulation_steps,
+        r.seed,
     )
     if plan.steps_per_epoch == 0:
         raise ValueError(
@@ -129,24 +141,57 @@ def run(r: Recipe, resume: bool | None = None) -> dict[str, Any]:
         mfp = _model_fingerprint(mspec, r.seed)
         root = cache_dir() / "reference"
         bs = r.train.eval_batch_size
-        ref_train = precompute(root / f"{data.fingerprint}-{mfp}-train.safetensors", len(data.train), train_collate, live_ref, accelerator, bs)
-        ref_eval = precompute(root / f"{data.fingerprint}-{mfp}-eval.safetensors", len(data.eval), eval_collate, live_ref, accelerator, bs)
+        ref_train = precompute(
+            root / f"{data.fingerprint}-{mfp}-train.safetensors",
+            len(data.train),
+            train_collate,
+            live_ref,
+            accelerator,
+            bs,
+        )
+        ref_eval = precompute(
+            root / f"{data.fingerprint}-{mfp}-eval.safetensors",
+            len(data.eval),
+            eval_collate,
+            live_ref,
+            accelerator,
+            bs,
+        )
 
-    def step_fn_for(reference):
+    def step_fn_for(reference, policy_is_reference: bool = False):
         def step_fn(batch, training: bool):
             ref = reference(batch)
-            policy = scorer(batch.input_ids, batch.attention_mask, batch.loss_mask)
+            policy = (
+                ref if policy_is_reference else scorer(batch.input_ids, batch.attention_mask, batch.loss_mask)
+            )
             return method.loss(policy, ref, batch)
+
         return step_fn
 
+    ref_eval = MemoReference(ref_eval)  # the held-out set is fixed: score it adapter-off once
     eval_set = EvalSet(len(data.eval), eval_collate, step_fn_for(ref_eval), r.train.eval_batch_size)
     eval_fn = lambda: evaluate(accelerator, scorer, eval_set)
     parts = LoopParts(
-        accelerator=accelerator, model=scorer, peft_model=peft_model, optimizer=optimizer, scheduler=scheduler,
-        plan=plan, collate=train_collate, step_fn=step_fn_for(ref_train), eval_fn=eval_fn, run_dir=run_dir,
-        max_grad_norm=r.optim.max_grad_norm, eval_every=r.train.eval_every, save_every=r.train.save_every,
-        keep_checkpoints=r.train.keep_checkpoints, log_every=r.train.log_every, progress=r.train.progress,
+        accelerator=accelerator,
+        model=scorer,
+        peft_model=peft_model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        plan=plan,
+        collate=train_collate,
+        step_fn=step_fn_for(ref_train),
+        eval_fn=eval_fn,
+        run_dir=run_dir,
+        max_grad_norm=r.optim.max_grad_norm,
+        eval_every=r.train.eval_every,
+        save_every=r.train.save_every,
+        keep_checkpoints=r.train.keep_checkpoints,
+        log_every=r.train.log_every,
+        progress=r.train.progress,
     )
+    if main:  # only now: a recipe, data or model error leaves no empty run directory behind
+        run_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
     state = TrainState(total_steps=total)
     do_resume = r.resume if resume is None else resume
     ckpts = list_checkpoints(run_dir)
@@ -169,13 +214,20 @@ def run(r: Recipe, resume: bool | None = None) -> dict[str, Any]:
 
     before: dict[str, float] = {}
     if state.step == 0 and r.report.eval_before:
-        before = eval_fn()
+        # A fresh LoRA adapter (B = 0) leaves the base unchanged: the policy *is* the reference.
+        fresh = replace(eval_set, step_fn=step_fn_for(ref_eval, policy_is_reference=True))
+        before = evaluate(accelerator, scorer, fresh)
         write_metrics(parts, 0, before)
     train(parts, state)
     after = eval_fn()
     write_metrics(parts, state.step, after)
     accelerator.wait_for_everyone()
-    summary = {"steps": state.step, "before": before, "after": after, "examples": {"train": len(data.train), "eval": len(data.eval)}}
+    summary = {
+        "steps": state.step,
+        "before": before,
+        "after": after,
+        "examples": {"train": len(data.train), "eval": len(data.eval)},
+    }
     if main:
         save_adapter(run_dir, accelerator.unwrap_model(scorer).model)
         write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))

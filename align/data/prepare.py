@@ -48,7 +48,9 @@ def _records(data) -> tuple[list[PairRecord], list[PairRecord], str, LoadStats]:
     else:
         source = data.path
         cols = data.columns or None
-        train, _ = load_pairs(data.path, columns=cols, split=data.split, on_bad_record=data.on_bad_record, stats=stats)
+        train, _ = load_pairs(
+            data.path, columns=cols, split=data.split, on_bad_record=data.on_bad_record, stats=stats
+        )
         if data.eval_split:
             held, _ = load_pairs(
                 data.path, columns=cols, split=data.eval_split, on_bad_record=data.on_bad_record, stats=stats
@@ -62,7 +64,11 @@ def _records(data) -> tuple[list[PairRecord], list[PairRecord], str, LoadStats]:
 def tokenizer_fingerprint(tok) -> str:
     h = hashlib.sha256()
     backend = getattr(tok, "backend_tokenizer", None)
-    h.update(backend.to_str().encode() if backend is not None else json.dumps(tok.get_vocab(), sort_keys=True).encode())
+    h.update(
+        backend.to_str().encode()
+        if backend is not None
+        else json.dumps(tok.get_vocab(), sort_keys=True).encode()
+    )
     h.update(str(getattr(tok, "chat_template", None)).encode())
     h.update(json.dumps([tok.bos_token_id, tok.eos_token_id, tok.pad_token_id]).encode())
     return h.hexdigest()[:16]
@@ -94,7 +100,8 @@ def prepare(data, tokenizer, accelerator=None) -> PreparedData:
     path = cache_dir() / "tokenized" / f"{fp}.json"
     if not path.exists() and is_main:
         tk = Tokenizer(tokenizer, cfg)
-        out = {"train": _tokenize(tk, train_r), "eval": _tokenize(tk, eval_r), "stats": dict(tk.stats.counts)}
+        skip = data.on_bad_record == "skip"
+        out = {"train": _tokenize(tk, train_r, skip), "eval": _tokenize(tk, eval_r, skip), "stats": dict(tk.stats.counts)}
         log.info("tokenized %s", tk.stats.summary())
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -107,7 +114,9 @@ def prepare(data, tokenizer, accelerator=None) -> PreparedData:
         for i, ex in enumerate(cached[split]):
             ex["index"] = i
     if not cached["train"]:
-        raise DataError(source, None, None, "no training examples left after loading, skipping and truncation")
+        raise DataError(
+            source, None, None, "no training examples left after loading, skipping and truncation"
+        )
     return PreparedData(
         cached["train"],
         cached["eval"],
@@ -118,10 +127,18 @@ def prepare(data, tokenizer, accelerator=None) -> PreparedData:
     )
 
 
-def _tokenize(tk: Tokenizer, records: list[PairRecord]) -> list[dict[str, Any]]:
+def _tokenize(tk: Tokenizer, records: list[PairRecord], skip: bool) -> list[dict[str, Any]]:
+    """Tokenize; with `on_bad_record: skip` a record the template cannot render is counted, not fatal."""
     out = []
     for r in records:
-        ex = tk.pair(r)
+        try:
+            ex = tk.pair(r)
+        except DataError as e:
+            if not skip:
+                raise
+            tk.stats.counts["skipped_untokenizable"] += 1
+            log.warning("skipping %s", e)
+            continue
         if ex is not None:
             ex["origin"] = r.origin
             out.append(ex)

@@ -44,7 +44,7 @@ class TokenizeStats:
         return (
             f"{c['records']} records: {c['prompt_truncated']} prompts truncated, "
             f"{c['completion_truncated']} completions truncated, {c['dropped_empty_completion']} dropped "
-            "(completion empty after truncation)"
+            f"(completion empty after truncation), {c['skipped_untokenizable']} skipped (template could not render)"
         )
 
 
@@ -66,13 +66,18 @@ class Tokenizer:
     def _chat_ids(self, messages: list[Message], generation_prompt: bool, origin: str) -> list[int]:
         if self.template is None and not getattr(self.tok, "chat_template", None):
             raise DataError(
-                origin, None, "prompt",
+                origin,
+                None,
+                "prompt",
                 "conversational record but the tokenizer has no chat template; set "
                 "`data.chat_template: chatml` (or a Jinja template) in the recipe, or use plain-text records",
             )
         out = self.tok.apply_chat_template(
-            messages, chat_template=self.template, add_generation_prompt=generation_prompt,
-            tokenize=True, return_dict=True,
+            messages,
+            chat_template=self.template,
+            add_generation_prompt=generation_prompt,
+            tokenize=True,
+            return_dict=True,
         )
         return list(out["input_ids"])
 
@@ -82,19 +87,23 @@ class Tokenizer:
             ids = ids[1:]  # the text already started with BOS
         return ids
 
-    def _completion(self, prompt: Text, completion: Text, origin: str, field_name: str) -> tuple[list[int], list[int]]:
+    def _completion(
+        self, prompt: Text, completion: Text, origin: str, field_name: str
+    ) -> tuple[list[int], list[int]]:
         if isinstance(prompt, list):
             assert isinstance(completion, list)
             p = self._chat_ids(prompt, True, origin)
             full = self._chat_ids(prompt + completion, False, origin)
             if full[: len(p)] != p:
                 raise DataError(
-                    origin, None, field_name,
+                    origin,
+                    None,
+                    field_name,
                     "the chat template renders the prompt differently with and without the completion, so "
                     "the prompt is not a prefix of prompt+completion; use a template whose generation prompt "
                     "matches the start of an assistant turn",
                 )
-            c = full[len(p):]
+            c = full[len(p) :]
             if self.eos in c:  # cut what the template adds after the final EOS (e.g. "\n")
                 c = c[: len(c) - c[::-1].index(self.eos)]
             else:
@@ -113,8 +122,8 @@ class Tokenizer:
             return p
         self.stats.counts["prompt_truncated"] += 1
         if self.bos is not None and p[0] == self.bos:
-            return [p[0]] + p[len(p) - (m - 1):]
-        return p[len(p) - m:]
+            return [p[0]] + p[len(p) - (m - 1) :]
+        return p[len(p) - m :]
 
     def _fit(self, p: list[int], c: list[int]) -> list[int]:
         room = self.config.max_length - len(p)
@@ -130,7 +139,9 @@ class Tokenizer:
         p, c = self._completion(rec.prompt, rec.chosen, rec.origin, "chosen")
         p2, r = self._completion(rec.prompt, rec.rejected, rec.origin, "rejected")
         if p != p2:
-            raise DataError(rec.origin, None, "prompt", "prompt tokenizes differently for chosen and rejected")
+            raise DataError(
+                rec.origin, None, "prompt", "prompt tokenizes differently for chosen and rejected"
+            )
         p = self._truncate_prompt(p)
         c, r = self._fit(p, c), self._fit(p, r)
         if not c or not r:
