@@ -10,6 +10,8 @@ so peak memory is bounded by `chunk_tokens x vocab` instead of `batch x seq x vo
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -32,6 +34,16 @@ def completion_token_logps(
     return torch.cat([_token_logps(lm_head, h, t) for h, t in chunks])
 
 
+def _cache_keyword() -> str:
+    """transformers 5 renamed `past_key_values` to `cache`; support both."""
+    from transformers.models.llama.modeling_llama import LlamaModel
+
+    return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+
+
+_CACHE_KW = _cache_keyword()
+
+
 def _causal_lm(model: nn.Module) -> nn.Module:
     """The transformers CausalLM inside a PEFT wrapper (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -42,9 +54,14 @@ class SequenceScorer(nn.Module):
 
     Inputs are right-padded: `attention_mask` marks real tokens, `loss_mask` marks completion
     tokens (both built from lengths, never from `token != pad`: pad == eos in many tokenizers).
+
+    With `share_prompt` and a batch that also carries its prompts once (`prompt_ids`, ...), the
+    prompt of each pair is run once and its key/value cache is reused by both completions, so
+    prompt tokens cost one forward (and backward) instead of two. Gradients flow through the
+    cache. Numerically it equals the concatenated path (tested to 1e-5).
     """
 
-    def __init__(self, model: nn.Module, chunk_tokens: int = 1024) -> None:
+    def __init__(self, model: nn.Module, chunk_tokens: int = 1024, share_prompt: bool = True) -> None:
         super().__init__()
         self.model = model
         self.chunk_tokens = chunk_tokens
@@ -57,14 +74,28 @@ class SequenceScorer(nn.Module):
             and lm.get_output_embeddings() is not None
             and getattr(lm, "base_model", None) is not lm
         )
+        self.share_prompt = share_prompt and self.fast
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        loss_mask: torch.Tensor,
+        prompt_ids: torch.Tensor | None = None,
+        prompt_len: torch.Tensor | None = None,
+        completion_ids: torch.Tensor | None = None,
+        completion_len: torch.Tensor | None = None,
     ) -> SeqLogps:
+        lm = _causal_lm(self.model)
+        # gradient checkpointing drops the cache in training, so it uses the concatenated path
+        if (
+            self.share_prompt
+            and prompt_ids is not None
+            and not getattr(lm, "is_activation_checkpointing", False)
+        ):
+            return self._shared(lm, prompt_ids, prompt_len, completion_ids, completion_len)
         sel = loss_mask[:, 1:].bool()
         targets = input_ids[:, 1:][sel]
-        rows = sel.nonzero()[:, 0]
-        lm = _causal_lm(self.model)
         if self.fast:
             hidden = lm.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
             picked = hidden.last_hidden_state[:, :-1][sel]
@@ -73,7 +104,37 @@ class SequenceScorer(nn.Module):
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
             picked = logits[:, :-1][sel].float()
             tok = picked.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(picked, dim=-1)
-        n = input_ids.shape[0]
-        sums = torch.zeros(n, dtype=tok.dtype, device=tok.device).index_add(0, rows, tok)
-        counts = sel.sum(dim=1).to(tok.dtype)
-        return SeqLogps(sum=sums, n_tokens=counts)
+        return _per_sequence(tok, sel)
+
+    def _shared(self, lm, prompt_ids, prompt_len, completion_ids, completion_len) -> SeqLogps:
+        b, tp = prompt_ids.shape
+        n, tc = completion_ids.shape
+        dev = prompt_ids.device
+        rows = torch.arange(b, device=dev).repeat(n // b)  # completion row -> its prompt
+        p_att = (torch.arange(tp, device=dev)[None] < prompt_len[:, None]).long()
+        out = lm.base_model(input_ids=prompt_ids, attention_mask=p_att, use_cache=True)
+        cache = out.cache if _CACHE_KW == "cache" else out.past_key_values
+        cache.batch_select_indices(rows)
+        last = out.last_hidden_state[torch.arange(b, device=dev), prompt_len - 1][rows]  # predicts token 0
+        pos = torch.arange(tc, device=dev)
+        c_att = (pos[None] < completion_len[:, None]).long()
+        out = lm.base_model(
+            input_ids=completion_ids,
+            attention_mask=torch.cat([p_att[rows], c_att], dim=1),
+            position_ids=prompt_len[rows][:, None] + pos[None],
+            use_cache=True,
+            **{_CACHE_KW: cache},
+        )
+        hidden = torch.cat([last[:, None], out.last_hidden_state[:, :-1]], dim=1)  # [n, tc, H]
+        sel = c_att.bool()
+        tok = completion_token_logps(
+            lm.get_output_embeddings(), hidden[sel], completion_ids[sel], self.chunk_tokens
+        )
+        return _per_sequence(tok, sel)
+
+
+def _per_sequence(tok: torch.Tensor, sel: torch.Tensor) -> SeqLogps:
+    """Sum token log-probs per row of the selection mask `sel` [N, T]."""
+    rows = sel.nonzero()[:, 0]
+    sums = torch.zeros(sel.shape[0], dtype=tok.dtype, device=tok.device).index_add(0, rows, tok)
+    return SeqLogps(sum=sums, n_tokens=sel.sum(dim=1).to(tok.dtype))

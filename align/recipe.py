@@ -77,6 +77,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 1
     chunk_tokens: int = 1024  # LM-head chunk size in the log-prob path
+    share_prompt: bool = True  # run each pair's prompt once; both completions reuse its KV cache
     progress: bool = True
 
 

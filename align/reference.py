@@ -37,7 +37,7 @@ class AdapterOffReference:
     @torch.no_grad()
     def __call__(self, batch: PairBatch) -> SeqLogps:
         with adapter_off(self.peft_model):
-            return self.scorer(batch.input_ids, batch.attention_mask, batch.loss_mask)
+            return self.scorer(**batch.model_inputs())
 
 
 class CachedReference:

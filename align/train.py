@@ -107,7 +107,7 @@ def run(r: Recipe, resume: bool | None = None) -> dict[str, Any]:
     if r.model.gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.enable_input_require_grads()
-    scorer = SequenceScorer(peft_model, chunk_tokens=r.train.chunk_tokens)
+    scorer = SequenceScorer(peft_model, chunk_tokens=r.train.chunk_tokens, share_prompt=r.train.share_prompt)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params,
@@ -161,9 +161,7 @@ def run(r: Recipe, resume: bool | None = None) -> dict[str, Any]:
     def step_fn_for(reference, policy_is_reference: bool = False):
         def step_fn(batch, training: bool):
             ref = reference(batch)
-            policy = (
-                ref if policy_is_reference else scorer(batch.input_ids, batch.attention_mask, batch.loss_mask)
-            )
+            policy = ref if policy_is_reference else scorer(**batch.model_inputs())
             return method.loss(policy, ref, batch)
 
         return step_fn
@@ -201,10 +199,11 @@ def run(r: Recipe, resume: bool | None = None) -> dict[str, Any]:
         log.info("resumed from %s (step %d of %d)", ckpts[-1], state.step, total)
         if main:
             trim_metrics(run_dir / "metrics.jsonl", state.step)
-    elif main:
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    elif do_resume is True and not ckpts:
-        log.warning("resume asked for but %s has no checkpoint; starting fresh", run_dir)
+    else:
+        if do_resume is True:
+            log.warning("resume asked for but %s has no checkpoint; starting fresh", run_dir)
+        if main:
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
 
     manifest = _manifest(r, data, method, accelerator, total)
     if main:

@@ -24,7 +24,15 @@ class SeqBatch:
     loss_mask: torch.Tensor  # [N, T]
 
     def to(self, device: torch.device) -> SeqBatch:
-        return type(self)(**{k: v.to(device) for k, v in self.__dict__.items()})
+        return type(self)(**{k: None if v is None else v.to(device) for k, v in self.__dict__.items()})
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        """Keyword arguments for `SequenceScorer.forward`."""
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "loss_mask": self.loss_mask,
+        }
 
 
 @dataclass
@@ -32,6 +40,22 @@ class PairBatch(SeqBatch):
     """B pairs as 2B rows: rows [0, B) are prompt+chosen, rows [B, 2B) prompt+rejected."""
 
     index: torch.Tensor  # [B] dataset positions (keys for cached reference log-probs)
+    # The same pairs with the prompt stored once, for the shared-prompt forward (see logprobs.py).
+    prompt_ids: torch.Tensor | None = None  # [B, Tp] right-padded
+    prompt_len: torch.Tensor | None = None  # [B]
+    completion_ids: torch.Tensor | None = None  # [2B, Tc] right-padded, chosen rows then rejected
+    completion_len: torch.Tensor | None = None  # [2B]
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        inputs = super().model_inputs()
+        if self.prompt_ids is not None:
+            inputs.update(
+                prompt_ids=self.prompt_ids,
+                prompt_len=self.prompt_len,
+                completion_ids=self.completion_ids,
+                completion_len=self.completion_len,
+            )
+        return inputs
 
     @property
     def num_examples(self) -> int:
@@ -61,15 +85,32 @@ def pad_sequences(prompts: Sequence[list[int]], completions: Sequence[list[int]]
     return SeqBatch(ids, attention, loss.long())
 
 
+def pad_rows(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists into [N, max_len]; returns (ids, lengths)."""
+    lengths = torch.tensor([len(r) for r in rows])
+    ids = torch.full((len(rows), int(lengths.max())), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return ids, lengths
+
+
 def collate_pairs(examples: Sequence[dict], pad_id: int) -> PairBatch:
     prompts = [e["prompt_ids"] for e in examples]
-    seq = pad_sequences(
-        prompts + prompts,
-        [e["chosen_ids"] for e in examples] + [e["rejected_ids"] for e in examples],
-        pad_id,
-    )
+    completions = [e["chosen_ids"] for e in examples] + [e["rejected_ids"] for e in examples]
+    seq = pad_sequences(prompts + prompts, completions, pad_id)
     index = torch.tensor([e["index"] for e in examples], dtype=torch.long)
-    return PairBatch(seq.input_ids, seq.attention_mask, seq.loss_mask, index)
+    prompt_ids, prompt_len = pad_rows(prompts, pad_id)
+    completion_ids, completion_len = pad_rows(completions, pad_id)
+    return PairBatch(
+        seq.input_ids,
+        seq.attention_mask,
+        seq.loss_mask,
+        index,
+        prompt_ids,
+        prompt_len,
+        completion_ids,
+        completion_len,
+    )
 
 
 @dataclass

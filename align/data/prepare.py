@@ -101,7 +101,11 @@ def prepare(data, tokenizer, accelerator=None) -> PreparedData:
     if not path.exists() and is_main:
         tk = Tokenizer(tokenizer, cfg)
         skip = data.on_bad_record == "skip"
-        out = {"train": _tokenize(tk, train_r, skip), "eval": _tokenize(tk, eval_r, skip), "stats": dict(tk.stats.counts)}
+        out = {
+            "train": _tokenize(tk, train_r, skip),
+            "eval": _tokenize(tk, eval_r, skip),
+            "stats": dict(tk.stats.counts),
+        }
         log.info("tokenized %s", tk.stats.summary())
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
