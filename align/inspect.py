@@ -8,7 +8,7 @@ import torch
 
 from align.data.prepare import prepare
 from align.data.sources import FILE_SUFFIXES
-from align.models import ModelSpec, load_tokenizer
+from align.models import load_tokenizer
 from align.recipe import load_recipe
 
 
@@ -54,7 +54,7 @@ def inspect(source: str, recipe_path: str | None, overrides: list[str]) -> str:
     other = "data.path" if key == "data.card" else "data.card"
     recipe = load_recipe(recipe_path, [*overrides, f"{key}={source}", f"{other}="])
     d = recipe.data
-    tok = load_tokenizer(ModelSpec(recipe.model.name, trust_remote_code=recipe.model.trust_remote_code))
+    tok = load_tokenizer(recipe.model)
     data = prepare(d, tok)
     examples = data.train + data.eval
     lines = [

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from align.embedded import EMBEDDED_NAME, embedded_model_dir
 from align.errors import ModelError
+from align.recipe import LoraConfig, ModelConfig
 
 log = logging.getLogger("align.models")
 
@@ -25,18 +25,7 @@ TINY_NAME = "tiny-smollm2"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-@dataclass
-class ModelSpec:
-    """What the recipe says about the base model (see align.recipe.ModelConfig)."""
-
-    name: str
-    dtype: str = "float32"
-    trust_remote_code: bool = False
-    revision: str | None = None
-    attn_implementation: str | None = "sdpa"
-
-
-def load_tokenizer(spec: ModelSpec):
+def load_tokenizer(spec: ModelConfig):
     from transformers import AutoTokenizer
 
     path = _resolve_path(spec)
@@ -51,7 +40,7 @@ def load_tokenizer(spec: ModelSpec):
     return tok
 
 
-def load_model(spec: ModelSpec, seed: int = 0):
+def load_model(spec: ModelConfig, seed: int = 0):
     """Load the base causal LM (no adapter)."""
     from transformers import AutoModelForCausalLM
 
@@ -96,7 +85,7 @@ def tiny_model(seed: int = 0, dtype: torch.dtype = torch.float32):
     return model
 
 
-def _resolve_path(spec: ModelSpec) -> str:
+def _resolve_path(spec: ModelConfig) -> str:
     if spec.name in (EMBEDDED_NAME, TINY_NAME):  # the tiny model borrows the real tokenizer
         return str(embedded_model_dir())
     if Path(spec.name).expanduser().is_dir():
@@ -116,15 +105,7 @@ def _unreachable(name: str, err: Exception) -> ModelError:
     )
 
 
-@dataclass
-class LoraSpec:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] | str = "all-linear"
-
-
-def add_lora(model, spec: LoraSpec):
+def add_lora(model, spec: LoraConfig):
     """Wrap the base model with a fresh trainable LoRA adapter; the base stays frozen."""
     from peft import LoraConfig, get_peft_model
 

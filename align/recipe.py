@@ -26,6 +26,7 @@ class ModelConfig:
     trust_remote_code: bool = False
     revision: str | None = None
     gradient_checkpointing: bool = False
+    attn_implementation: str | None = "sdpa"
 
 
 @dataclass

@@ -30,8 +30,8 @@ from align.embedded import cache_dir
 from align.logprobs import SequenceScorer
 from align.loop import EvalSet, LoopParts, evaluate, train, write_metrics
 from align.methods import build_method
-from align.models import LoraSpec, ModelSpec, add_lora, load_model, load_tokenizer
-from align.recipe import Recipe, dump_recipe
+from align.models import add_lora, load_model, load_tokenizer
+from align.recipe import ModelConfig, Recipe, dump_recipe
 from align.reference import AdapterOffReference, MemoReference, fingerprint, precompute
 
 log = logging.getLogger("align.train")
@@ -76,7 +76,7 @@ def _scheduler(r: Recipe, optimizer, total: int):
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
 
 
-def _model_fingerprint(spec: ModelSpec, seed: int) -> str:
+def _model_fingerprint(spec: ModelConfig, seed: int) -> str:
     path = Path(spec.name).expanduser()
     files = (
         sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in path.glob("*.safetensors"))
@@ -97,13 +97,13 @@ def run(r: Recipe, resume: bool | None = None) -> dict[str, Any]:
     set_seed(r.seed)
     main = accelerator.is_main_process
 
-    mspec = ModelSpec(r.model.name, r.model.dtype, r.model.trust_remote_code, r.model.revision)
+    mspec = r.model
     tokenizer = load_tokenizer(mspec)
     data = prepare(r.data, tokenizer, accelerator)
     method = build_method(r)
 
     base = load_model(mspec, seed=r.seed)
-    peft_model = add_lora(base, LoraSpec(r.lora.r, r.lora.alpha, r.lora.dropout, r.lora.target_modules))
+    peft_model = add_lora(base, r.lora)
     if r.model.gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.enable_input_require_grads()

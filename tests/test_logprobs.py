@@ -9,14 +9,15 @@ from align.data.batches import collate_pairs
 from align.data.sources import load_pairs
 from align.data.tokenize import TokenizeConfig, Tokenizer
 from align.logprobs import SequenceScorer
-from align.models import LoraSpec, ModelSpec, add_lora, load_tokenizer, tiny_model
+from align.models import add_lora, load_tokenizer, tiny_model
+from align.recipe import LoraConfig, ModelConfig
 
 BUNDLED = "align/data/bundled/align_prefs_v1.jsonl"
 
 
 @pytest.fixture(scope="module")
 def setup():
-    tok = load_tokenizer(ModelSpec("smollm2-135m-instruct"))
+    tok = load_tokenizer(ModelConfig("smollm2-135m-instruct"))
     records, _ = load_pairs(BUNDLED)
     tk = Tokenizer(tok, TokenizeConfig(max_length=128, max_prompt_length=96))
     examples = []
@@ -26,7 +27,7 @@ def setup():
         examples.append(ex)
     batch = collate_pairs(examples, tok.pad_token_id)
     torch.manual_seed(0)
-    model = add_lora(tiny_model(seed=0), LoraSpec(r=4, dropout=0.0))
+    model = add_lora(tiny_model(seed=0), LoraConfig(r=4, dropout=0.0))
     for name, p in model.named_parameters():
         if "lora_B" in name:  # a non-trivial adapter
             torch.nn.init.normal_(p, std=0.05)

@@ -7,7 +7,8 @@ import torch
 
 from align.embedded import GGUF_SHA256, _sha256, cache_dir, embedded_model_dir
 from align.errors import ModelError
-from align.models import ModelSpec, load_model, load_tokenizer, tiny_model
+from align.models import load_model, load_tokenizer, tiny_model
+from align.recipe import ModelConfig
 
 
 def test_embedded_gguf_checksum_and_cached_safetensors():
@@ -19,7 +20,7 @@ def test_embedded_gguf_checksum_and_cached_safetensors():
 
 
 def test_embedded_model_answers_a_factual_question():
-    spec = ModelSpec("smollm2-135m-instruct")
+    spec = ModelConfig("smollm2-135m-instruct")
     tok, model = load_tokenizer(spec), load_model(spec)
     assert tok.eos_token == tok.pad_token == "<|im_end|>"  # the trap the masks must avoid
     enc = tok.apply_chat_template(
@@ -42,7 +43,7 @@ def test_unreachable_hub_id_names_offline_alternatives(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read at import time, so also patch the constant
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelError) as e:
-        load_tokenizer(ModelSpec("some-org/not-a-local-model"))
+        load_tokenizer(ModelConfig("some-org/not-a-local-model"))
     msg = str(e.value)
     assert "hub may be unreachable" in msg
     assert "smollm2-135m-instruct" in msg and "tiny-smollm2" in msg and "local directory" in msg
@@ -50,4 +51,4 @@ def test_unreachable_hub_id_names_offline_alternatives(monkeypatch):
 
 def test_missing_local_dir_is_a_model_error():
     with pytest.raises(ModelError, match="does not exist"):
-        load_model(ModelSpec("./definitely/not/here"))
+        load_model(ModelConfig("./definitely/not/here"))

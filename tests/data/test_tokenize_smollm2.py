@@ -13,7 +13,8 @@ import pytest
 from align.data.records import PairRecord, UnpairedRecord
 from align.data.tokenize import TokenizeConfig, Tokenizer
 from align.errors import DataError
-from align.models import ModelSpec, load_tokenizer
+from align.models import load_tokenizer
+from align.recipe import ModelConfig
 
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
@@ -32,7 +33,7 @@ def S(s: str) -> dict:
 
 @pytest.fixture(scope="module")
 def tok():
-    return load_tokenizer(ModelSpec("smollm2-135m-instruct"))
+    return load_tokenizer(ModelConfig("smollm2-135m-instruct"))
 
 
 @pytest.fixture(scope="module")
