@@ -6,8 +6,8 @@
 
 Each side trains in its own subprocess (so peak RSS is per side) and reports JSON to the parent:
 
-* ours: `align.train.run` with a Recipe built in code (the real path: data layer, SequenceScorer,
-  adapter-off reference, loop, AdamW). Step boundaries and real-token counts are observed by wrapping
+* ours: `align.train.run` with a Recipe built in code (the real path: data layer, SequenceScorer with
+  the shared-prompt forward unless --no-share-prompt, adapter-off reference, loop, AdamW). Step boundaries and real-token counts are observed by wrapping
   `align.loop.write_metrics` (called once per optimizer step) and `align.train.collate_pairs`.
 * TRL: `DPOTrainer.train()` with `max_steps`, a callback recording step-end times, per-step loss and
   TRL's own real-token count (`num_tokens`, the attention-mask sum).
@@ -63,6 +63,7 @@ class BenchConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
+    share_prompt: bool = True  # ours: run each prompt once, both completions reuse its KV cache
     records: str = ""  # set by the parent: the JSONL both sides train on
     workdir: str = ""
 
@@ -86,12 +87,14 @@ class SideResult:
 def build_records(cfg: BenchConfig, path: Path) -> int:
     """Load align_prefs_v1 through our data layer, lengthen prompts if asked, write JSONL; returns count."""
     from align.data.cards import load_card, load_card_records
-    from align.models import ModelSpec, load_tokenizer
+    from align.models import load_tokenizer
+    from align.recipe import ModelConfig
 
     records, _ = load_card_records(load_card("align_prefs_v1"), role="train")
-    tok = load_tokenizer(ModelSpec(cfg.model))
+    tok = load_tokenizer(ModelConfig(cfg.model))
     rows = []
     for rec in records:
+        assert rec.conversational, "align_prefs_v1 is conversational"
         prompt = [dict(m) for m in rec.prompt]
         if cfg.min_prompt_tokens > 0:
             prompt = _lengthen(tok, prompt, cfg.min_prompt_tokens)
@@ -101,11 +104,17 @@ def build_records(cfg: BenchConfig, path: Path) -> int:
 
 
 def _prompt_len(tok, prompt: list[dict[str, str]]) -> int:
-    return len(tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+    return len(
+        tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
+    )
 
 
 def _lengthen(tok, prompt: list[dict[str, str]], target: int) -> list[dict[str, str]]:
     """Prepend (or extend) a system message with filler until the rendered prompt has >= target tokens."""
+    if _prompt_len(tok, prompt) >= target:
+        return prompt
     base = prompt[0]["content"] + "\n" if prompt[0]["role"] == "system" else ""
     rest = prompt[1:] if prompt[0]["role"] == "system" else prompt
     n_words = max(target - _prompt_len(tok, prompt), 0)
@@ -144,18 +153,30 @@ def run_ours(cfg: BenchConfig, t_start: float) -> SideResult:
 
     res = SideResult("ours", threads=torch.get_num_threads())
     recipe = Recipe(
-        method="dpo", beta=cfg.beta, output_dir=str(Path(cfg.workdir) / "ours"), seed=cfg.seed,
+        method="dpo",
+        beta=cfg.beta,
+        output_dir=str(Path(cfg.workdir) / "ours"),
+        seed=cfg.seed,
         cpu=cfg.device == "cpu",
         model=ModelConfig(name=cfg.model, dtype="float32", gradient_checkpointing=False),
         lora=LoraConfig(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=0.0, target_modules="all-linear"),
         data=DataConfig(
-            path=cfg.records, heldout_fraction=0.0, max_length=cfg.max_length,
+            path=cfg.records,
+            heldout_fraction=0.0,
+            max_length=cfg.max_length,
             max_prompt_length=cfg.max_prompt_length or cfg.max_length - 1,
         ),
-        optim=OptimConfig(lr=cfg.lr, scheduler="constant", warmup_steps=0, max_grad_norm=1.0, weight_decay=0.0),
+        optim=OptimConfig(
+            lr=cfg.lr, scheduler="constant", warmup_steps=0, max_grad_norm=1.0, weight_decay=0.0
+        ),
         train=TrainConfig(
-            per_device_batch_size=cfg.batch_size, max_steps=cfg.warmup + cfg.steps, eval_every=0, save_every=0,
-            log_every=1, progress=False,
+            per_device_batch_size=cfg.batch_size,
+            max_steps=cfg.warmup + cfg.steps,
+            eval_every=0,
+            save_every=0,
+            log_every=1,
+            progress=False,
+            share_prompt=cfg.share_prompt,
         ),
         log=LogConfig(trackers=[]),
         report=ReportConfig(eval_before=False),
@@ -194,10 +215,11 @@ def run_trl(cfg: BenchConfig, t_start: float) -> SideResult:
     from trl import DPOConfig, DPOTrainer
 
     from align.data.batches import BatchPlan
-    from align.models import ModelSpec, load_model, load_tokenizer
+    from align.models import load_model, load_tokenizer
+    from align.recipe import ModelConfig
 
     res = SideResult("trl", threads=torch.get_num_threads())
-    spec = ModelSpec(cfg.model, "float32")
+    spec = ModelConfig(cfg.model, "float32")
     tok = load_tokenizer(spec)
     model = load_model(spec, seed=cfg.seed)
     rows = [json.loads(line) for line in Path(cfg.records).read_text().splitlines()]
@@ -219,19 +241,45 @@ def run_trl(cfg: BenchConfig, t_start: float) -> SideResult:
                 res.step_tokens.append(int(logs["num_tokens"]))  # cumulative; differenced by the parent
 
     args = DPOConfig(
-        output_dir=str(Path(cfg.workdir) / "trl"), report_to="none", use_cpu=cfg.device == "cpu",
-        bf16=False, fp16=False, gradient_checkpointing=False, seed=cfg.seed,
-        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=1,
-        max_steps=cfg.warmup + cfg.steps, learning_rate=cfg.lr, lr_scheduler_type="constant", warmup_steps=0,
-        optim="adamw_torch", weight_decay=0.0, max_grad_norm=1.0, beta=cfg.beta, loss_type="sigmoid",
-        max_length=cfg.max_length, logging_steps=1, save_strategy="no", eval_strategy="no",
-        train_sampling_strategy="sequential", disable_tqdm=True, dataloader_num_workers=0,
+        output_dir=str(Path(cfg.workdir) / "trl"),
+        report_to="none",
+        use_cpu=cfg.device == "cpu",
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        seed=cfg.seed,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=1,
+        max_steps=cfg.warmup + cfg.steps,
+        learning_rate=cfg.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        optim="adamw_torch",
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        beta=cfg.beta,
+        loss_type="sigmoid",
+        max_length=cfg.max_length,
+        logging_steps=1,
+        save_strategy="no",
+        eval_strategy="no",
+        train_sampling_strategy="sequential",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
     )
     lora = LoraConfig(
-        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
     )
     trainer = DPOTrainer(
-        model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=lora,
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tok,
+        peft_config=lora,
         callbacks=[Recorder()],
     )
     res.n_train = len(trainer.train_dataset)
@@ -262,7 +310,9 @@ def summarize(res: dict[str, Any], cfg: BenchConfig) -> dict[str, float]:
     w, n = cfg.warmup, cfg.steps
     ends, tokens, losses = res["step_end_times"], res["step_tokens"], res["step_losses"]
     if len(ends) < w + n or len(tokens) < w + n or len(losses) < w + n:
-        raise RuntimeError(f"{res['name']}: recorded {len(ends)} steps / {len(tokens)} / {len(losses)}, expected {w + n}")
+        raise RuntimeError(
+            f"{res['name']}: recorded {len(ends)} steps / {len(tokens)} / {len(losses)}, expected {w + n}"
+        )
     start = ends[w - 1] if w > 0 else ends[0] - (ends[1] - ends[0])
     elapsed = ends[w + n - 1] - start
     step_times = [b - a for a, b in zip([start, *ends[w : w + n - 1]], ends[w : w + n])]
@@ -271,6 +321,8 @@ def summarize(res: dict[str, Any], cfg: BenchConfig) -> dict[str, float]:
         "tokens_per_s": sum(tokens[w : w + n]) / elapsed,
         "tokens_per_pair": sum(tokens[w : w + n]) / (n * cfg.batch_size),
         "median_step_s": statistics.median(step_times),
+        "min_step_s": min(step_times),
+        "max_step_s": max(step_times),
         "peak_rss_gib": res["peak_rss_gib"],
         "mean_loss": statistics.fmean(losses[w : w + n]),
         "first_loss": losses[0],
@@ -290,33 +342,52 @@ def table(ours: dict[str, float], theirs: dict[str, float]) -> str:
         ("real tokens/s", "tokens_per_s", "{:.1f}"),
         ("real tokens/pair", "tokens_per_pair", "{:.1f}"),
         ("median step (s)", "median_step_s", "{:.2f}"),
+        ("slowest step (s)", "max_step_s", "{:.2f}"),
         ("peak RSS (GiB)", "peak_rss_gib", "{:.2f}"),
         ("mean loss (timed steps)", "mean_loss", "{:.4f}"),
     ]
     lines = ["| | align | TRL DPOTrainer | align / TRL |", "|---|---:|---:|---:|"]
     for label, key, fmt in rows:
-        lines.append(f"| {label} | {fmt.format(ours[key])} | {fmt.format(theirs[key])} | {ours[key] / theirs[key]:.2f}x |")
+        lines.append(
+            f"| {label} | {fmt.format(ours[key])} | {fmt.format(theirs[key])} | {ours[key] / theirs[key]:.2f}x |"
+        )
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Namespace]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     d = BenchConfig()
-    p.add_argument("--model", default=d.model, help="smollm2-135m-instruct (embedded), tiny-smollm2, or a local dir")
+    p.add_argument(
+        "--model", default=d.model, help="smollm2-135m-instruct (embedded), tiny-smollm2, or a local dir"
+    )
     p.add_argument("--steps", type=int, default=d.steps, help="timed optimizer steps per side")
     p.add_argument("--warmup", type=int, default=d.warmup, help="untimed steps before the timed ones")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="pairs per step (per device)")
     p.add_argument("--max-length", type=int, default=d.max_length)
     p.add_argument("--max-prompt-length", type=int, default=None, help="ours only (default max-length - 1)")
-    p.add_argument("--min-prompt-tokens", type=int, default=d.min_prompt_tokens,
-                   help="lengthen each prompt to at least this many tokens with a filler system message")
+    p.add_argument(
+        "--min-prompt-tokens",
+        type=int,
+        default=d.min_prompt_tokens,
+        help="lengthen each prompt to at least this many tokens with a filler system message",
+    )
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--beta", type=float, default=d.beta)
     p.add_argument("--lora-r", type=int, default=d.lora_r)
     p.add_argument("--lora-alpha", type=int, default=d.lora_alpha)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", choices=["cpu", "cuda"], default=d.device)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in both children (default: torch's)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads in both children (default: torch's)"
+    )
+    p.add_argument(
+        "--share-prompt",
+        action=argparse.BooleanOptionalAction,
+        default=d.share_prompt,
+        help="ours: shared-prompt forward (default) or concatenated rows like TRL",
+    )
     p.add_argument("--only", choices=["ours", "trl"], default=None, help="run one side (no ratios)")
     p.add_argument("--json", default=None, help="also write the raw results here")
     p.add_argument("--child", choices=["ours", "trl"], help=argparse.SUPPRESS)
@@ -328,9 +399,21 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
     if a.steps < 2 and a.warmup == 0:
         p.error("need --steps >= 2 when --warmup is 0")
     cfg = BenchConfig(
-        model=a.model, steps=a.steps, warmup=a.warmup, batch_size=a.batch_size, max_length=a.max_length,
-        max_prompt_length=a.max_prompt_length, min_prompt_tokens=a.min_prompt_tokens, lr=a.lr, beta=a.beta,
-        lora_r=a.lora_r, lora_alpha=a.lora_alpha, seed=a.seed, device=a.device, threads=a.threads,
+        model=a.model,
+        steps=a.steps,
+        warmup=a.warmup,
+        batch_size=a.batch_size,
+        max_length=a.max_length,
+        max_prompt_length=a.max_prompt_length,
+        min_prompt_tokens=a.min_prompt_tokens,
+        lr=a.lr,
+        beta=a.beta,
+        lora_r=a.lora_r,
+        lora_alpha=a.lora_alpha,
+        seed=a.seed,
+        device=a.device,
+        threads=a.threads,
+        share_prompt=a.share_prompt,
     )
     return cfg, a
 
@@ -350,7 +433,16 @@ def main(argv: list[str] | None = None) -> None:
         results: dict[str, dict[str, Any]] = {}
         for side in [a.only] if a.only else ["ours", "trl"]:
             out = Path(tmp) / f"{side}.json"
-            cmd = [sys.executable, __file__, "--child", side, "--child-config", str(cfg_path), "--child-out", str(out)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                side,
+                "--child-config",
+                str(cfg_path),
+                "--child-out",
+                str(out),
+            ]
             env = {**os.environ, "TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false"}
             print(f"[bench] {side}: running ...", file=sys.stderr, flush=True)
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -365,6 +457,7 @@ def main(argv: list[str] | None = None) -> None:
         f"--lr {cfg.lr} --beta {cfg.beta} --device {cfg.device}"
         + (f" --threads {cfg.threads}" if cfg.threads else "")
         + (f" --max-prompt-length {cfg.max_prompt_length}" if cfg.max_prompt_length else "")
+        + ("" if cfg.share_prompt else " --no-share-prompt")
     )
     v = versions()
     any_res = next(iter(results.values()))
@@ -375,7 +468,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{any_res['threads']} torch threads ({os.cpu_count()} CPUs, {platform.processor() or platform.machine()}), "
         f"batch {cfg.batch_size} pairs, max_length {cfg.max_length}, {n} records "
         f"(min prompt tokens {cfg.min_prompt_tokens}), {cfg.warmup} warmup + {cfg.steps} timed steps, "
-        f"sigmoid DPO beta={cfg.beta}, AdamW lr={cfg.lr} constant"
+        f"sigmoid DPO beta={cfg.beta}, AdamW lr={cfg.lr} constant, ours share_prompt={cfg.share_prompt}"
     )
     print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
     for side, res in results.items():
@@ -385,17 +478,29 @@ def main(argv: list[str] | None = None) -> None:
             f"setup {s['setup_s']:.1f}s, first-step loss {s['first_loss']:.4f}, "
             f"step losses {[round(x, 4) for x in res['step_losses']]}"
         )
+    for side, s in summaries.items():
+        if s["max_step_s"] > 2 * s["median_step_s"]:
+            print(
+                f"WARNING: {side}: slowest timed step {s['max_step_s']:.1f}s > 2x the median "
+                f"{s['median_step_s']:.1f}s; other load on this machine? (threads oversubscribed)",
+                file=sys.stderr,
+            )
     if len(summaries) == 2:
         if results["ours"]["n_train"] != results["trl"]["n_train"]:
-            print("WARNING: the two sides kept different numbers of examples; batches differ", file=sys.stderr)
+            print(
+                "WARNING: the two sides kept different numbers of examples; batches differ", file=sys.stderr
+            )
         print()
         print(table(summaries["ours"], summaries["trl"]))
     else:
         print(json.dumps(summaries, indent=1))
     print(f"\n(total bench wall time {time.perf_counter() - t0:.0f}s)")
     if a.json:
-        Path(a.json).write_text(json.dumps({"config": asdict(cfg), "versions": v, "results": results,
-                                            "summary": summaries}, indent=1))
+        Path(a.json).write_text(
+            json.dumps(
+                {"config": asdict(cfg), "versions": v, "results": results, "summary": summaries}, indent=1
+            )
+        )
 
 
 if __name__ == "__main__":

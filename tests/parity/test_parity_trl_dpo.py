@@ -1,13 +1,14 @@
 """Parity with TRL 1.16's DPOTrainer on the same tiny model, tokenizer and batch.
 
 What is compared, and why it is enough: TRL tokenizes and collates the records itself; we feed its
-token ids, attention mask and completion mask to our SequenceScorer (policy with the LoRA adapter on,
-reference with it off, exactly as TRL's PEFT path does) and to our objectives, and require TRL's
-per-sequence log-probs (captured from its own `_compute_loss` forward calls), its loss and the LoRA
-gradients of that loss to match. Our collator and tokenizer are then compared against TRL's separately,
-so any training difference has to come from the documented differences below.
+token ids to our SequenceScorer (policy with the LoRA adapter on, reference with it off, exactly as TRL's
+PEFT path does) in both of our layouts (TRL's concatenated rows with its completion mask as our loss
+mask, and our shared-prompt batch built by our collator from TRL's examples), then to our objectives,
+and require TRL's per-sequence log-probs (captured from its own `_compute_loss` forward calls), its loss
+and the LoRA gradients of that loss to match. Our collator and tokenizer are compared against TRL's
+separately, so any training difference has to come from the documented differences below.
 
-Documented differences from TRL 1.16 (asserted in the tests, not just described):
+Documented differences from TRL 1.16 (asserted below unless marked "not exercised"):
 
 * Conversational completions: TRL keeps everything the chat template renders after the prompt, so each
   completion ends `<|im_end|>` + "\\n" and the model is trained to predict the "\\n" after EOS. We end the
@@ -18,7 +19,7 @@ Documented differences from TRL 1.16 (asserted in the tests, not just described)
   prompt and prompt+completion tokenizations diverge (dropping the prompt's last token, with a warning) and
   the completion starts with the merged token (" Rome"); we keep the prompt as tokenized alone (what the
   model sees at inference) and tokenize the completion separately ("Rome").
-* Truncation (not exercised here: nothing is truncated): TRL 1.16 has no prompt limit; its collator cuts
+* Truncation (not exercised: nothing is truncated here): TRL 1.16 has no prompt limit; its collator cuts
   each prompt+completion row to `max_length` keeping the start, and drops examples whose prompt alone fills
   `max_length`. We cut the prompt from the left to `max_prompt_length` (keeping BOS), then the completion
   to fit `max_length`, and drop pairs whose completion becomes empty.
@@ -26,7 +27,9 @@ Documented differences from TRL 1.16 (asserted in the tests, not just described)
   from `token == pad`, SmolLM2's pad is its EOS), and put the B chosen rows before the B rejected rows.
 * Log-prob computation: same values. TRL's fused LM head on CPU (no Triton) projects every position,
   prompt and padding included, and also computes entropy / mean logit / top-1 for logging; on CUDA it
-  projects only labelled positions. We project only completion positions on every device.
+  projects only labelled positions. We project only completion positions on every device. TRL runs each
+  prompt twice (once per completion row); our default runs it once and both completions attend to its
+  KV cache (`share_prompt`).
 * IPO: both use per-token-mean log-ratios (our `normalize="mean"`), same target 1/(2β).
 * `label_smoothing`: TRL's `loss_type="sigmoid"` ignores it (only "robust", "exo_pair" and "aot*" read
   it), so a TRL config with `label_smoothing=0.1` silently trains plain DPO. Ours trains cDPO.
@@ -38,6 +41,7 @@ difference: 1 ulp). Longer completions would need an rtol, not a different imple
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +57,9 @@ from align.data.batches import PairBatch, collate_pairs
 from align.data.records import PairRecord
 from align.data.tokenize import TokenizeConfig, Tokenizer
 from align.logprobs import SequenceScorer
-from align.models import ModelSpec, load_tokenizer, tiny_model
+from align.models import load_tokenizer, tiny_model
 from align.objectives import SeqLogps, get_objective
+from align.recipe import ModelConfig
 from align.reference import AdapterOffReference
 
 ATOL = 1e-5
@@ -66,14 +71,30 @@ def _msg(role: str, content: str) -> dict[str, str]:
 
 # Conversational records: single-turn, with a system message, multi-turn (assistant turn in the prompt).
 CONVERSATIONAL = [
-    {"prompt": [_msg("user", "What is 2+2?")], "chosen": [_msg("assistant", "4.")],
-     "rejected": [_msg("assistant", "5, maybe.")]},
-    {"prompt": [_msg("system", "Be terse."), _msg("user", "Capital of France?")],
-     "chosen": [_msg("assistant", "Paris.")], "rejected": [_msg("assistant", "Lyon.")]},
-    {"prompt": [_msg("user", "Hi."), _msg("assistant", "Hello! How can I help?"), _msg("user", "Name a color.")],
-     "chosen": [_msg("assistant", "Blue.")], "rejected": [_msg("assistant", "No.")]},
-    {"prompt": [_msg("user", "Say yes."), _msg("assistant", "Yes."), _msg("user", "Again, in French.")],
-     "chosen": [_msg("assistant", "Oui.")], "rejected": [_msg("assistant", "Yes again.")]},
+    {
+        "prompt": [_msg("user", "What is 2+2?")],
+        "chosen": [_msg("assistant", "4.")],
+        "rejected": [_msg("assistant", "5, maybe.")],
+    },
+    {
+        "prompt": [_msg("system", "Be terse."), _msg("user", "Capital of France?")],
+        "chosen": [_msg("assistant", "Paris.")],
+        "rejected": [_msg("assistant", "Lyon.")],
+    },
+    {
+        "prompt": [
+            _msg("user", "Hi."),
+            _msg("assistant", "Hello! How can I help?"),
+            _msg("user", "Name a color."),
+        ],
+        "chosen": [_msg("assistant", "Blue.")],
+        "rejected": [_msg("assistant", "No.")],
+    },
+    {
+        "prompt": [_msg("user", "Say yes."), _msg("assistant", "Yes."), _msg("user", "Again, in French.")],
+        "chosen": [_msg("assistant", "Oui.")],
+        "rejected": [_msg("assistant", "Yes again.")],
+    },
 ]
 # Plain-text records; the first two end on a token boundary, the last one (trailing space) does not.
 PLAIN = [
@@ -86,7 +107,7 @@ BOUNDARY_OK = len(PLAIN) - 1  # plain records before this index end on a token b
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return load_tokenizer(ModelSpec("smollm2-135m-instruct"))
+    return load_tokenizer(ModelConfig("smollm2-135m-instruct"))
 
 
 @dataclass
@@ -97,7 +118,12 @@ class TrlSide:
 
 
 def _make_trainer(
-    tokenizer, out: Path, loss_type: str, beta: float, label_smoothing: float = 0.0, n_batch: int | None = None
+    tokenizer,
+    out: Path,
+    loss_type: str,
+    beta: float,
+    label_smoothing: float = 0.0,
+    n_batch: int | None = None,
 ) -> TrlSide:
     """A DPOTrainer (PEFT: reference = adapter off) whose policy differs deterministically from the reference.
 
@@ -106,14 +132,26 @@ def _make_trainer(
     test that needs only the loss uses a smaller batch.
     """
     args = DPOConfig(
-        output_dir=str(out), report_to="none", use_cpu=True, bf16=False, gradient_checkpointing=False,
-        loss_type=loss_type, beta=beta, label_smoothing=label_smoothing, max_length=256,
-        per_device_train_batch_size=len(CONVERSATIONAL) + len(PLAIN), save_strategy="no", seed=0,
+        output_dir=str(out),
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        loss_type=loss_type,
+        beta=beta,
+        label_smoothing=label_smoothing,
+        max_length=256,
+        per_device_train_batch_size=len(CONVERSATIONAL) + len(PLAIN),
+        save_strategy="no",
+        seed=0,
     )
     lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = DPOTrainer(
-        model=tiny_model(seed=0), args=args, train_dataset=Dataset.from_list(CONVERSATIONAL),
-        processing_class=tokenizer, peft_config=lora,
+        model=tiny_model(seed=0),
+        args=args,
+        train_dataset=Dataset.from_list(CONVERSATIONAL),
+        processing_class=tokenizer,
+        peft_config=lora,
     )
     plain = trainer._prepare_dataset(Dataset.from_list(PLAIN), tokenizer, trainer.args, "plain")
     keys = ("prompt_ids", "chosen_ids", "rejected_ids")
@@ -131,7 +169,9 @@ def _make_trainer(
 
 @pytest.fixture(scope="module")
 def make_trl(tokenizer, tmp_path_factory) -> Callable[..., TrlSide]:
-    def make(loss_type: str, beta: float, label_smoothing: float = 0.0, n_batch: int | None = None) -> TrlSide:
+    def make(
+        loss_type: str, beta: float, label_smoothing: float = 0.0, n_batch: int | None = None
+    ) -> TrlSide:
         out = tmp_path_factory.mktemp("trl")
         return _make_trainer(tokenizer, out, loss_type, beta, label_smoothing, n_batch)
 
@@ -153,15 +193,27 @@ def _trl_loss_and_logps(side: TrlSide) -> tuple[torch.Tensor, torch.Tensor, torc
     return loss, calls[0].sum(dim=1), calls[1].sum(dim=1)
 
 
-def _our_logps(side: TrlSide) -> tuple[SeqLogps, SeqLogps]:
-    """Our scorer on TRL's token ids, loss mask = TRL's completion mask; reference = adapter off."""
+def _our_batches(side: TrlSide, pad_id: int) -> dict[str, PairBatch]:
+    """Our two forward layouts over TRL's token ids.
+
+    "concatenated": TRL's own tensors (loss mask = its completion mask), prompt+completion per row.
+    "shared_prompt": our collator on TRL's examples; each prompt runs once and both completions reuse
+    its KV cache (the default training path).
+    """
     b = side.batch
+    index = torch.arange(len(side.examples))
+    return {
+        "concatenated": PairBatch(b["input_ids"], b["attention_mask"], b["completion_mask"], index),
+        "shared_prompt": collate_pairs([{**ex, "index": i} for i, ex in enumerate(side.examples)], pad_id),
+    }
+
+
+def _our_logps(side: TrlSide, batch: PairBatch) -> tuple[SeqLogps, SeqLogps]:
+    """Policy (adapter on) and reference (adapter off) log-probs from our scorer, as the training step calls it."""
     scorer = SequenceScorer(side.trainer.model)
     assert scorer.fast  # the backbone + completion-only LM head path, not the full-logits fallback
-    policy = scorer(b["input_ids"], b["attention_mask"], b["completion_mask"])
-    reference = AdapterOffReference(scorer, side.trainer.model)(
-        PairBatch(b["input_ids"], b["attention_mask"], b["completion_mask"], torch.arange(len(side.examples)))
-    )
+    policy = scorer(**batch.model_inputs())
+    reference = AdapterOffReference(scorer, side.trainer.model)(batch)
     return policy, reference
 
 
@@ -175,30 +227,52 @@ def _lora_grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     ("loss_type", "objective", "kwargs", "beta"),
     [("sigmoid", "dpo", {"label_smoothing": 0.0}, 0.1), ("ipo", "ipo", {"normalize": "mean"}, 0.1)],
 )
-def test_logps_loss_and_grads_match_trl(make_trl, loss_type: str, objective: str, kwargs: dict, beta: float) -> None:
+def test_logps_loss_and_grads_match_trl(
+    make_trl, tokenizer, loss_type: str, objective: str, kwargs: dict, beta: float
+) -> None:
     side = make_trl(loss_type, beta)
     model = side.trainer.model
     model.zero_grad(set_to_none=True)
     trl_loss, trl_policy, trl_ref = _trl_loss_and_logps(side)
     trl_loss.backward()
     trl_grads = _lora_grads(model)
-
-    policy, reference = _our_logps(side)
-    n_completion = side.batch["completion_mask"][:, 1:].sum(dim=1).to(policy.n_tokens.dtype)
-    torch.testing.assert_close(policy.n_tokens, n_completion, atol=0, rtol=0)
-    torch.testing.assert_close(policy.sum.detach(), trl_policy, atol=ATOL, rtol=0)
-    torch.testing.assert_close(reference.sum, trl_ref, atol=ATOL, rtol=0)
     assert (trl_policy - trl_ref).abs().max() > 1e-2, "policy == reference: the comparison would be vacuous"
+    assert loss_type != "sigmoid" or abs(float(trl_loss.detach()) - math.log(2)) > 1e-3  # not trivially log 2
+    batches = _our_batches(side, tokenizer.pad_token_id)
+    assert batches["shared_prompt"].prompt_ids is not None
+    for layout, batch in batches.items():
+        _check_against_trl(
+            side, batch, objective, kwargs, beta, (trl_loss, trl_policy, trl_ref), trl_grads, layout
+        )
+
+
+def _check_against_trl(
+    side: TrlSide,
+    batch: PairBatch,
+    objective: str,
+    kwargs: dict,
+    beta: float,
+    trl_out: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    trl_grads: dict[str, torch.Tensor],
+    layout: str,
+) -> None:
+    """Per-sequence log-probs, token counts, loss and LoRA gradients of one of our layouts vs TRL's."""
+    trl_loss, trl_policy, trl_ref = trl_out
+    model = side.trainer.model
+    policy, reference = _our_logps(side, batch)
+    n_completion = side.batch["completion_mask"][:, 1:].sum(dim=1).to(policy.n_tokens.dtype)
+    torch.testing.assert_close(policy.n_tokens, n_completion, atol=0, rtol=0, msg=layout)
+    torch.testing.assert_close(policy.sum.detach(), trl_policy, atol=ATOL, rtol=0, msg=layout)
+    torch.testing.assert_close(reference.sum, trl_ref, atol=ATOL, rtol=0, msg=layout)
 
     out = get_objective(objective).fn(PairBatch.split(policy), PairBatch.split(reference), beta, **kwargs)
     ours = out.loss.mean()
-    torch.testing.assert_close(ours.detach(), trl_loss.detach(), atol=ATOL, rtol=0)
-    assert abs(float(trl_loss.detach()) - 0.6931) > 1e-3 or loss_type != "sigmoid"  # not trivially log 2
+    torch.testing.assert_close(ours.detach(), trl_loss.detach(), atol=ATOL, rtol=0, msg=layout)
     ours.backward()
     our_grads = _lora_grads(model)
     assert our_grads.keys() == trl_grads.keys()
     for name, g in trl_grads.items():
-        torch.testing.assert_close(our_grads[name], g, atol=1e-6, rtol=1e-4, msg=name)
+        torch.testing.assert_close(our_grads[name], g, atol=1e-6, rtol=1e-4, msg=f"{layout}: {name}")
 
 
 def test_collator_matches_trl(make_trl, tokenizer) -> None:
@@ -216,7 +290,10 @@ def test_tokenization_matches_trl_up_to_documented_differences(make_trl, tokeniz
     side = make_trl("sigmoid", 0.1)
     tk = Tokenizer(tokenizer, TokenizeConfig(max_length=256, max_prompt_length=192))
     eos, newline = tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("Ċ")
-    records = [PairRecord(r["prompt"], r["chosen"], r["rejected"], f"rec:{i}") for i, r in enumerate(CONVERSATIONAL + PLAIN)]
+    records = [
+        PairRecord(r["prompt"], r["chosen"], r["rejected"], f"rec:{i}")
+        for i, r in enumerate(CONVERSATIONAL + PLAIN)
+    ]
     for i, (rec, theirs) in enumerate(zip(records, side.examples)):
         ours = tk.pair(rec)
         assert ours is not None
@@ -238,7 +315,7 @@ def test_tokenization_matches_trl_up_to_documented_differences(make_trl, tokeniz
             assert ours["chosen_ids"][-1] == theirs["chosen_ids"][-1] == eos
 
 
-def test_trl_sigmoid_ignores_label_smoothing(make_trl) -> None:
+def test_trl_sigmoid_ignores_label_smoothing(make_trl, tokenizer) -> None:
     """TRL 1.16 bug we do not reproduce: `loss_type="sigmoid"` with `label_smoothing=0.1` is plain DPO.
 
     Our dpo objective applies it (cDPO, Mitchell 2023). If TRL fixes this, this test fails: then update
@@ -248,7 +325,7 @@ def test_trl_sigmoid_ignores_label_smoothing(make_trl) -> None:
     side = make_trl("sigmoid", beta, label_smoothing=0.1, n_batch=3)
     with torch.no_grad():
         trl_loss, _, _ = _trl_loss_and_logps(side)
-        policy, reference = _our_logps(side)
+        policy, reference = _our_logps(side, _our_batches(side, tokenizer.pad_token_id)["shared_prompt"])
     pol, ref = PairBatch.split(policy), PairBatch.split(reference)
     dpo = get_objective("dpo").fn
     plain = dpo(pol, ref, beta, label_smoothing=0.0).loss.mean()
