@@ -10,10 +10,12 @@ uninterrupted one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
 import subprocess
+import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -22,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+log = logging.getLogger("align.checkpoint")
 
 STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
 
@@ -129,6 +133,16 @@ def save_adapter(run_dir: Path, peft_model) -> Path:
     peft_model.save_pretrained(tmp, safe_serialization=True)
     commit_dir(tmp, final)
     return final
+
+
+def set_aside(run_dir: Path, names: list[str]) -> None:
+    """Rename an earlier run's outputs to `NAME.prev-<UTC time>` instead of deleting them."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for name in names:
+        path = run_dir / name
+        if path.exists():
+            os.replace(path, run_dir / f"{name}.prev-{stamp}")
+            log.warning("%s existed from an earlier run; kept as %s.prev-%s", path, name, stamp)
 
 
 def git_sha() -> str | None:

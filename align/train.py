@@ -5,6 +5,7 @@ This is the only module that knows every piece; each piece knows only its inputs
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -21,12 +22,14 @@ from align.checkpoint import (
     load_checkpoint,
     package_versions,
     save_adapter,
+    set_aside,
     trim_metrics,
     write_text_atomic,
 )
 from align.data.batches import BatchPlan, collate_pairs
 from align.data.prepare import PreparedData, prepare
 from align.embedded import cache_dir
+from align.errors import RecipeError
 from align.logprobs import SequenceScorer
 from align.loop import EvalSet, LoopParts, evaluate, train, write_metrics
 from align.methods import build_method
@@ -45,12 +48,9 @@ def make_accelerator(r: Recipe):
     cpu = r.cpu if r.cpu is not None else not torch.cuda.is_available()
     trackers = []
     for t in r.log.trackers:
-        if t == "wandb":
-            try:
-                import wandb  # noqa: F401
-            except ImportError:
-                log.warning("log.trackers: wandb asked for but not installed; skipping it")
-                continue
+        if importlib.util.find_spec(t) is None:
+            log.warning("log.trackers: %s asked for but not installed; skipping it", t)
+            continue
         trackers.append(t)
     return Accelerator(cpu=cpu, log_with=trackers or None, project_dir=r.output_dir)
 
@@ -124,7 +124,7 @@ def run(r: Recipe, resume: bool | None = None) -> dict[str, Any]:
         r.seed,
     )
     if plan.steps_per_epoch == 0:
-        raise ValueError(
+        raise RecipeError(
             f"{len(data.train)} training examples do not fill one optimizer step of "
             f"{plan.global_micro * plan.accumulation} examples; lower the batch size or accumulation"
         )
@@ -138,24 +138,14 @@ def run(r: Recipe, resume: bool | None = None) -> dict[str, Any]:
     live_ref = AdapterOffReference(scorer, peft_model)
     ref_train = ref_eval = live_ref
     if r.reference == "precompute":
-        mfp = _model_fingerprint(mspec, r.seed)
-        root = cache_dir() / "reference"
+        key = f"{data.fingerprint}-{_model_fingerprint(mspec, r.seed)}"
         bs = r.train.eval_batch_size
+        root = cache_dir() / "reference"
         ref_train = precompute(
-            root / f"{data.fingerprint}-{mfp}-train.safetensors",
-            len(data.train),
-            train_collate,
-            live_ref,
-            accelerator,
-            bs,
+            root / f"{key}-train.safetensors", len(data.train), train_collate, live_ref, accelerator, bs
         )
         ref_eval = precompute(
-            root / f"{data.fingerprint}-{mfp}-eval.safetensors",
-            len(data.eval),
-            eval_collate,
-            live_ref,
-            accelerator,
-            bs,
+            root / f"{key}-eval.safetensors", len(data.eval), eval_collate, live_ref, accelerator, bs
         )
 
     def step_fn_for(reference, policy_is_reference: bool = False):
@@ -202,8 +192,8 @@ def run(r: Recipe, resume: bool | None = None) -> dict[str, Any]:
     else:
         if do_resume is True:
             log.warning("resume asked for but %s has no checkpoint; starting fresh", run_dir)
-        if main:
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        if main:  # a fresh run never mixes with an earlier run's checkpoints or metrics
+            set_aside(run_dir, ["checkpoints", "metrics.jsonl"])
 
     manifest = _manifest(r, data, method, accelerator, total)
     if main:
