@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from align.checkpoint import (
     TrainState,
@@ -187,6 +188,7 @@ def run(r: Recipe, resume: bool | None = None) -> dict[str, Any]:
         state = load_checkpoint(ckpts[-1], accelerator, peft_model, optimizer, scheduler)
         state.total_steps = total
         log.info("resumed from %s (step %d of %d)", ckpts[-1], state.step, total)
+        _warn_recipe_changes(run_dir / "recipe.yaml", r)
         if main:
             trim_metrics(run_dir / "metrics.jsonl", state.step)
     else:
@@ -226,6 +228,19 @@ def run(r: Recipe, resume: bool | None = None) -> dict[str, Any]:
     summary["tokenizer"] = tokenizer
     summary["accelerator"] = accelerator
     return summary
+
+
+def _warn_recipe_changes(saved: Path, r: Recipe) -> None:
+    """Resuming under a different recipe is allowed (e.g. more steps) but never silent."""
+    if not saved.exists():
+        return
+    before, now = _flat(yaml.safe_load(saved.read_text()) or {}), _flat(r.to_dict())
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k) and k != "resume")
+    if changed:
+        log.warning(
+            "resuming with a recipe that differs from the run's recipe.yaml in: %s",
+            ", ".join(f"{k} ({before.get(k)!r} -> {now.get(k)!r})" for k in changed),
+        )
 
 
 def _manifest(r: Recipe, data: PreparedData, method, accelerator, total: int) -> dict[str, Any]:

@@ -50,6 +50,14 @@ def test_resume_matches_uninterrupted(tmp_path):
     assert steps == sorted(steps) and steps.count(5) == 1  # metrics after step 4 were trimmed, not duplicated
 
 
+def test_resume_with_changed_recipe_warns(tmp_path, caplog):
+    run_tiny(tmp_path / "r", "train.max_steps=2", "train.save_every=1")
+    with caplog.at_level("WARNING", logger="align.train"):
+        summary = run_tiny(tmp_path / "r", "train.max_steps=3", "train.save_every=1", resume=True)
+    assert summary["steps"] == 3
+    assert "train.max_steps (2 -> 3)" in caplog.text
+
+
 def test_resume_without_checkpoint_starts_fresh(tmp_path):
     summary = run_tiny(tmp_path / "r", "train.max_steps=1", resume=True)
     assert summary["steps"] == 1
