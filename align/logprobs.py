@@ -19,9 +19,14 @@ from torch.utils.checkpoint import checkpoint
 from align.objectives.types import SeqLogps
 
 
-def _token_logps(lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    logits = lm_head(hidden).float()
+def _logits_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[target], in float32, without materialising the full log-softmax."""
+    logits = logits.float()
     return logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def _token_logps(lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return _logits_logps(lm_head(hidden), targets)
 
 
 def completion_token_logps(
@@ -102,8 +107,7 @@ class SequenceScorer(nn.Module):
             tok = completion_token_logps(lm.get_output_embeddings(), picked, targets, self.chunk_tokens)
         else:
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-            picked = logits[:, :-1][sel].float()
-            tok = picked.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(picked, dim=-1)
+            tok = _logits_logps(logits[:, :-1][sel], targets)
         return _per_sequence(tok, sel)
 
     def _shared(self, lm, prompt_ids, prompt_len, completion_ids, completion_len) -> SeqLogps:

@@ -107,9 +107,10 @@ def _unreachable(name: str, err: Exception) -> ModelError:
 
 def add_lora(model, spec: LoraConfig):
     """Wrap the base model with a fresh trainable LoRA adapter; the base stays frozen."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
 
-    config = LoraConfig(
+    config = PeftLoraConfig(
         r=spec.r,
         lora_alpha=spec.alpha,
         lora_dropout=spec.dropout,

@@ -34,7 +34,7 @@ from align.errors import RecipeError
 from align.logprobs import SequenceScorer
 from align.loop import EvalSet, LoopParts, evaluate, train, write_metrics
 from align.methods import build_method
-from align.models import add_lora, load_model, load_tokenizer
+from align.models import TINY_NAME, add_lora, load_model, load_tokenizer
 from align.recipe import ModelConfig, Recipe, dump_recipe
 from align.reference import AdapterOffReference, MemoReference, fingerprint, precompute
 
@@ -84,9 +84,7 @@ def _model_fingerprint(spec: ModelConfig, seed: int) -> str:
         if path.is_dir()
         else []
     )
-    return fingerprint(
-        spec.name, spec.dtype, spec.revision, files, seed if spec.name == "tiny-smollm2" else None
-    )
+    return fingerprint(spec.name, spec.dtype, spec.revision, files, seed if spec.name == TINY_NAME else None)
 
 
 def run(r: Recipe, resume: bool | None = None) -> dict[str, Any]:
@@ -98,12 +96,11 @@ def run(r: Recipe, resume: bool | None = None) -> dict[str, Any]:
     set_seed(r.seed)
     main = accelerator.is_main_process
 
-    mspec = r.model
-    tokenizer = load_tokenizer(mspec)
+    tokenizer = load_tokenizer(r.model)
     data = prepare(r.data, tokenizer, accelerator)
     method = build_method(r)
 
-    base = load_model(mspec, seed=r.seed)
+    base = load_model(r.model, seed=r.seed)
     peft_model = add_lora(base, r.lora)
     if r.model.gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -139,7 +136,7 @@ def run(r: Recipe, resume: bool | None = None) -> dict[str, Any]:
     live_ref = AdapterOffReference(scorer, peft_model)
     ref_train = ref_eval = live_ref
     if r.reference == "precompute":
-        key = f"{data.fingerprint}-{_model_fingerprint(mspec, r.seed)}"
+        key = f"{data.fingerprint}-{_model_fingerprint(r.model, r.seed)}"
         bs = r.train.eval_batch_size
         root = cache_dir() / "reference"
         ref_train = precompute(

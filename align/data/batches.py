@@ -70,21 +70,6 @@ class PairBatch(SeqBatch):
         )
 
 
-def pad_sequences(prompts: Sequence[list[int]], completions: Sequence[list[int]], pad_id: int) -> SeqBatch:
-    """Concatenate prompt+completion per row and right-pad; masks from lengths."""
-    lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
-    t = max(lengths)
-    ids = torch.full((len(lengths), t), pad_id, dtype=torch.long)
-    pos = torch.arange(t)
-    plen = torch.tensor([len(p) for p in prompts])
-    total = torch.tensor(lengths)
-    for i, (p, c) in enumerate(zip(prompts, completions)):
-        ids[i, : lengths[i]] = torch.tensor(p + c, dtype=torch.long)
-    attention = (pos[None, :] < total[:, None]).long()
-    loss = (pos[None, :] >= plen[:, None]) & (pos[None, :] < total[:, None])
-    return SeqBatch(ids, attention, loss.long())
-
-
 def pad_rows(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad id lists into [N, max_len]; returns (ids, lengths)."""
     lengths = torch.tensor([len(r) for r in rows])
@@ -92,6 +77,16 @@ def pad_rows(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torc
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
     return ids, lengths
+
+
+def pad_sequences(prompts: Sequence[list[int]], completions: Sequence[list[int]], pad_id: int) -> SeqBatch:
+    """Concatenate prompt+completion per row and right-pad; masks from lengths."""
+    ids, total = pad_rows([p + c for p, c in zip(prompts, completions)], pad_id)
+    pos = torch.arange(ids.shape[1])
+    plen = torch.tensor([len(p) for p in prompts])
+    attention = (pos[None, :] < total[:, None]).long()
+    loss = (pos[None, :] >= plen[:, None]) & (pos[None, :] < total[:, None])
+    return SeqBatch(ids, attention, loss.long())
 
 
 def collate_pairs(examples: Sequence[dict], pad_id: int) -> PairBatch:
