@@ -27,6 +27,7 @@ class ModelConfig:
     revision: str | None = None
     gradient_checkpointing: bool = False
     attn_implementation: str | None = "sdpa"
+    disable_dropout: bool = True  # the base model's dropout (not LoRA's): a deterministic reference
 
 
 @dataclass
@@ -80,6 +81,7 @@ class TrainConfig:
     chunk_tokens: int = 1024  # LM-head chunk size in the log-prob path
     share_prompt: bool = True  # run each pair's prompt once; both completions reuse its KV cache
     progress: bool = True
+    max_bad_steps: int = 3  # consecutive non-finite steps (skipped) before the run stops
 
 
 @dataclass
