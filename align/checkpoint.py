@@ -1,41 +1,79 @@
 """Run directory I/O: atomic checkpoints, resume, final adapter, manifest, metrics.jsonl.
 
-Everything is written to a temporary sibling and renamed into place, so an interrupted run
-never leaves a half-written checkpoint or adapter that `--resume` or `PeftModel.from_pretrained`
-would trip over. A checkpoint holds only the adapter (safetensors), optimizer, scheduler, each
-rank's RNG states and the data position: a resumed run ends with the same adapter as an
-uninterrupted one.
+Everything is written to a temporary sibling, fsynced, and renamed into place, so an interrupted
+run (kill -9, power loss, a full disk) never leaves a half-written checkpoint or adapter that
+`--resume` or `PeftModel.from_pretrained` would trip over, and never removes the last good one.
+A checkpoint holds only the adapter (safetensors), optimizer and scheduler (`torch.load` with
+`weights_only=True`), each rank's RNG states (safetensors + JSON metadata: no pickle) and the data
+position: a resumed run ends with the same adapter as an uninterrupted one. Tensors that are not
+finite are never written: `NonFiniteError` instead.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+
+from align.errors import AlignError
+from align.secrets import redact
 
 log = logging.getLogger("align.checkpoint")
 
 STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
 
 
+class CheckpointError(AlignError):
+    """A checkpoint or the final adapter could not be written (disk full, permissions, ...)."""
+
+
+class NonFiniteError(AlignError):
+    """Refusing to write NaN/inf weights: they would replace the last good checkpoint."""
+
+
 @dataclass
 class TrainState:
-    step: int = 0  # optimizer steps done
+    step: int = 0  # optimizer steps done (skipped non-finite steps included)
     epoch: int = 0
     step_in_epoch: int = 0
     total_steps: int = 0
+    skipped_steps: int = 0  # steps whose update was skipped for a non-finite loss or gradient
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainState:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """Flush every file below `root` and the directories themselves before a rename publishes them."""
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            _fsync(Path(dirpath) / name)
+        _fsync(Path(dirpath))
 
 
 def atomic_dir(final: Path) -> Path:
@@ -47,20 +85,55 @@ def atomic_dir(final: Path) -> Path:
 
 
 def commit_dir(tmp: Path, final: Path) -> None:
+    """fsync `tmp`, then rename it to `final` (an existing `final` is moved to `.old-` first and
+    removed only once the new one is in place; `recover_dirs` undoes a crash in between)."""
+    fsync_tree(tmp)
     if final.exists():
         old = final.parent / f".old-{final.name}"
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
         os.replace(tmp, final)
+        _fsync(final.parent)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
+        _fsync(final.parent)
+
+
+def recover_dirs(parent: Path) -> None:
+    """Put back a `.old-X` whose replacement never arrived (killed between the two renames)."""
+    if not parent.is_dir():
+        return
+    for old in parent.glob(".old-*"):
+        final = parent / old.name[len(".old-") :]
+        if not final.exists():
+            os.replace(old, final)
+            log.warning("restored %s from an interrupted replace", final)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` (redacted) to a temp sibling, fsync, rename."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    with open(tmp, "w") as f:
+        f.write(redact(text))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def finite_json(obj: Any) -> Any:
+    """Non-finite floats become null: metrics files stay strict JSON (no bare NaN)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
+def dumps_json(obj: Any, indent: int | None = None) -> str:
+    return json.dumps(finite_json(obj), indent=indent, allow_nan=False)
 
 
 def adapter_state(peft_model) -> dict[str, torch.Tensor]:
@@ -69,19 +142,82 @@ def adapter_state(peft_model) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise NonFiniteError(
+            f"refusing to write {what}: {len(bad)} tensor(s) hold NaN/inf (first: {bad[0]}); "
+            "the last good checkpoint is left as it was"
+        )
+
+
+# -- RNG state without pickle ------------------------------------------------------------------
+
+
+def _save_rng(path: Path) -> None:
+    py_version, py_state, py_gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    tensors = {
+        "torch": torch.get_rng_state(),
+        "numpy_key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+    }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda{i}"] = s
+    meta = {
+        "python": json.dumps([py_version, list(py_state), py_gauss]),
+        "numpy": json.dumps(
+            {k: np_state[k] for k in ("has_gauss", "gauss")} | {"pos": np_state["state"]["pos"]}
+        ),
+    }
+    save_file(tensors, path, metadata=meta)
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def _load_rng(path: Path) -> None:
+    tensors = load_file(path)
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+    py_version, py_state, py_gauss = json.loads(meta["python"])
+    random.setstate((py_version, tuple(py_state), py_gauss))
+    np_meta = json.loads(meta["numpy"])
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": tensors["numpy_key"].numpy().astype(np.uint32), "pos": np_meta["pos"]},
+            "has_gauss": np_meta["has_gauss"],
+            "gauss": np_meta["gauss"],
+        }
+    )
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+# -- writing with every rank agreeing ------------------------------------------------------------
+
+
+def _agree(accelerator, ok: bool) -> bool:
+    """True when every rank succeeded. A bare barrier would hang when one rank failed and left."""
+    if accelerator.num_processes == 1:
+        return ok
+    flag = torch.tensor([0.0 if ok else 1.0], device=accelerator.device)
+    return float(accelerator.reduce(flag, reduction="sum").item()) == 0.0
+
+
+def _on_all_ranks(accelerator, action: Callable[[], None], what: str, cleanup: Path | None) -> None:
+    """Run `action` (an I/O phase); if it failed on any rank, remove `cleanup` and raise everywhere."""
+    err: OSError | None = None
+    try:
+        action()
+    except OSError as e:
+        err = e
+    if _agree(accelerator, err is None):
+        return
+    if cleanup is not None and accelerator.is_main_process:
+        shutil.rmtree(cleanup, ignore_errors=True)
+    why = f"{err.strerror or err}" if err is not None else "it failed on another process"
+    raise CheckpointError(f"could not write {what}: {why}")
 
 
 def save_checkpoint(
@@ -89,18 +225,32 @@ def save_checkpoint(
 ) -> Path:
     final = run_dir / "checkpoints" / f"step-{state.step:07d}"
     tmp = final.parent / f".tmp-{final.name}"
-    if accelerator.is_main_process:
-        atomic_dir(final)
-    accelerator.wait_for_everyone()
-    torch.save(_rng_state(), tmp / f"rng_rank{accelerator.process_index}.pt")
-    if accelerator.is_main_process:
-        save_file(adapter_state(peft_model), tmp / "adapter_model.safetensors")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=1))
-        commit_dir(tmp, final)
+    main = accelerator.is_main_process
+    weights = adapter_state(peft_model)
+    check_finite(weights, f"checkpoint {final}")  # same weights on every rank: same decision
+    previous = list_checkpoints(run_dir)
+    what = f"checkpoint {final} ({'the previous checkpoint ' + previous[-1].name + ' is intact' if previous else 'no earlier checkpoint'})"
+
+    def write() -> None:
+        if main:
+            atomic_dir(final)
+
+    def fill() -> None:
+        _save_rng(tmp / f"rng_rank{accelerator.process_index}.safetensors")
+        if main:
+            save_file(weights, tmp / "adapter_model.safetensors")
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+
+    def publish() -> None:
+        if main:
+            (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=1))
+            commit_dir(tmp, final)
+
+    _on_all_ranks(accelerator, write, what, tmp)
+    _on_all_ranks(accelerator, fill, what, tmp)
+    _on_all_ranks(accelerator, publish, what, tmp)
+    if main:
         for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -120,29 +270,40 @@ def load_checkpoint(path: Path, accelerator, peft_model, optimizer, scheduler) -
     set_peft_model_state_dict(peft_model, load_file(path / "adapter_model.safetensors"))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    rng = path / f"rng_rank{accelerator.process_index}.pt"
+    rng = path / f"rng_rank{accelerator.process_index}.safetensors"
     if rng.exists():  # a different world size keeps fresh RNG streams for new ranks
-        _set_rng_state(torch.load(rng, weights_only=False))
-    return TrainState(**json.loads((path / STATE_FILE).read_text()))
+        _load_rng(rng)
+    return TrainState.from_dict(json.loads((path / STATE_FILE).read_text()))
 
 
-def save_adapter(run_dir: Path, peft_model) -> Path:
-    """Final adapter as stock PEFT files: `PeftModel.from_pretrained(base, run_dir/'adapter')`."""
+def save_adapter(run_dir: Path, peft_model, accelerator) -> Path:
+    """Final adapter as stock PEFT files: `PeftModel.from_pretrained(base, run_dir/'adapter')`.
+    Written by the main process; every rank learns whether it worked."""
     final = run_dir / "adapter"
-    tmp = atomic_dir(final)
-    peft_model.save_pretrained(tmp, safe_serialization=True)
-    commit_dir(tmp, final)
+    tmp = final.parent / f".tmp-{final.name}"
+    check_finite(adapter_state(peft_model), f"the final adapter {final}")
+
+    def write() -> None:
+        if accelerator.is_main_process:
+            atomic_dir(final)
+            peft_model.save_pretrained(tmp, safe_serialization=True)
+            commit_dir(tmp, final)
+
+    _on_all_ranks(accelerator, write, f"the final adapter {final}", tmp)
     return final
 
 
-def set_aside(run_dir: Path, names: list[str]) -> None:
-    """Rename an earlier run's outputs to `NAME.prev-<UTC time>` instead of deleting them."""
+def set_aside_run(run_dir: Path) -> Path:
+    """Move a whole earlier run (adapter, checkpoints, metrics, events, recipe) to `NAME.prev-<UTC>`."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    for name in names:
-        path = run_dir / name
-        if path.exists():
-            os.replace(path, run_dir / f"{name}.prev-{stamp}")
-            log.warning("%s existed from an earlier run; kept as %s.prev-%s", path, name, stamp)
+    target = run_dir.with_name(f"{run_dir.name}.prev-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = run_dir.with_name(f"{run_dir.name}.prev-{stamp}-{n}")
+    os.replace(run_dir, target)
+    log.warning("set the earlier run in %s aside as %s", run_dir, target)
+    return target
 
 
 def git_sha() -> str | None:
@@ -175,9 +336,34 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def trim_metrics(path: Path, upto_step: int) -> None:
-    """On resume, drop metric lines logged after the checkpoint we continue from."""
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl as dicts; a torn last line (killed mid-append) is ignored."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            out.append(row)
+    return out
+
+
+def trim_metrics(path: Path, upto_step: int, final_step: int | None = None) -> None:
+    """On resume, drop metric lines logged after the checkpoint we continue from: later steps, a
+    torn line, and (when the checkpoint is the last step) the final evaluation written after it."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= upto_step]
-    write_text_atomic(path, "".join(ln + "\n" for ln in keep))
+    keep = [
+        row
+        for row in read_metrics(path)
+        if row["step"] < upto_step
+        or (row["step"] == upto_step and not (upto_step == final_step and _is_eval(row)))
+    ]
+    write_text_atomic(path, "".join(dumps_json(row) + "\n" for row in keep))
+
+
+def _is_eval(row: dict[str, Any]) -> bool:
+    return any(k.startswith("eval/") for k in row)

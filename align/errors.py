@@ -6,6 +6,8 @@ from __future__ import annotations
 class AlignError(Exception):
     """Base class for errors the CLI prints as one clear message (no traceback)."""
 
+    exit_code = 2
+
 
 class RecipeError(AlignError):
     """The recipe (YAML or an override) is invalid."""
@@ -30,3 +32,13 @@ class DataError(AlignError):
 
 class ModelError(AlignError):
     """A model or tokenizer could not be resolved or loaded."""
+
+
+class TrainingError(AlignError):
+    """Training cannot go on (e.g. the loss or gradients stayed non-finite)."""
+
+
+class Interrupted(AlignError):
+    """Stopped by SIGINT/SIGTERM after writing a checkpoint; the message holds the resume command."""
+
+    exit_code = 75  # align.interrupt.EXIT_INTERRUPTED

@@ -4,25 +4,33 @@ It sees only a `step_fn(batch, train) -> ObjectiveOutput` and a `collate(indices
 what a method computes is the method's business. Gradient accumulation is explicit: each
 micro-batch's loss is `sum(per-example loss) / examples per optimizer step` and DDP's all-reduce
 is skipped (`no_sync`) until the last micro-batch, so per-device 1 x accumulation 8 equals 8 x 1.
+
+Per optimizer step, one small all-reduce tells every rank whether any rank saw a non-finite loss
+or gradient (the update is then skipped, counted and logged with the batch's record locations;
+`max_bad_steps` in a row stop the run) and whether a stop signal arrived (see align/interrupt.py).
+Train metrics are averaged over the whole logging window, not just its last step.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
+import signal
 import time
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from align.checkpoint import TrainState, save_checkpoint
+from align.checkpoint import CheckpointError, TrainState, dumps_json, save_checkpoint
 from align.data.batches import BatchPlan
+from align.errors import Interrupted, TrainingError
+from align.interrupt import StopRequest
 from align.methods import mean_metrics
 from align.objectives.types import ObjectiveOutput
 
@@ -50,6 +58,9 @@ class LoopParts:
     keep_checkpoints: int
     log_every: int
     progress: bool = True
+    max_bad_steps: int = 3
+    describe: Callable[[Sequence[int]], list[str]] | None = None  # example indices -> record locations
+    resume_command: str = "align train RECIPE --resume"
 
 
 def reduce_means(accelerator, sums: dict[str, torch.Tensor], count: torch.Tensor) -> dict[str, float]:
@@ -97,19 +108,70 @@ def evaluate(accelerator, model: torch.nn.Module, ev: EvalSet, prefix: str = "ev
 
 
 def write_metrics(parts: LoopParts, step: int, metrics: dict[str, float]) -> None:
+    """Append one strict-JSON line (non-finite values as null) and log to the trackers."""
     if not metrics:
         return
     acc = parts.accelerator
     if acc.is_main_process:
-        with open(parts.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        try:
+            with open(parts.run_dir / "metrics.jsonl", "a") as f:
+                f.write(dumps_json({"step": step, **metrics}) + "\n")
+        except OSError as e:
+            raise CheckpointError(
+                f"could not append to {parts.run_dir / 'metrics.jsonl'}: {e.strerror or e}"
+            ) from None
     acc.log(metrics, step=step)
 
 
+@dataclass
+class Window:
+    """Train metrics summed (on device, no host sync) over the steps since the last log line."""
+
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    count: int = 0
+    grad_norm: list[torch.Tensor] = field(default_factory=list)
+    tokens: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+
+    def add(self, outputs: list[ObjectiveOutput], grad_norm: torch.Tensor | None) -> None:
+        merged = mean_metrics(outputs)
+        for k, v in merged.items():
+            self.sums[k] = self.sums.get(k, 0) + v.sum()
+        self.count += len(merged["loss"])
+        if grad_norm is not None:
+            self.grad_norm.append(grad_norm.detach().float())
+
+    def metrics(self, parts: LoopParts, state: TrainState) -> dict[str, float]:
+        acc, plan = parts.accelerator, parts.plan
+        sums = {k: v.cpu() for k, v in self.sums.items()}
+        out = {f"train/{k}": v for k, v in reduce_means(acc, sums, torch.tensor(float(self.count))).items()}
+        out["train/lr"] = parts.scheduler.get_last_lr()[0]
+        if self.grad_norm:
+            out["train/grad_norm"] = float(torch.stack(self.grad_norm).mean())
+        out["train/epoch"] = state.epoch + state.step_in_epoch / max(plan.steps_per_epoch, 1)
+        out["train/skipped_steps"] = state.skipped_steps
+        elapsed = time.perf_counter() - self.t0
+        out["perf/tokens_per_s"] = self.tokens * acc.num_processes / max(elapsed, 1e-9)
+        return out
+
+
+def _step_flags(acc, bad: torch.Tensor, stop: bool) -> tuple[bool, bool]:
+    """One small all-reduce per optimizer step: did any rank see a non-finite loss/gradient, and
+    did any rank get a stop signal? Every rank then takes the same branch."""
+    flags = torch.stack([bad.float().reshape(()), torch.tensor(float(stop), device=bad.device)])
+    if acc.num_processes > 1:
+        flags = acc.reduce(flags, reduction="sum")
+    bad_any, stop_any = flags.tolist()
+    return bad_any > 0, stop_any > 0
+
+
 def train(parts: LoopParts, state: TrainState) -> TrainState:
+    """Run optimizer steps until `state.total_steps`; raises `Interrupted` after a clean stop and
+    `TrainingError` after `max_bad_steps` consecutive non-finite steps."""
     acc, plan = parts.accelerator, parts.plan
     examples_per_step = plan.per_device * plan.accumulation
     params = [p for p in parts.model.parameters() if p.requires_grad]
+    clip = parts.max_grad_norm if parts.max_grad_norm is not None else float("inf")
     parts.model.train()
     bar = tqdm(
         total=state.total_steps,
@@ -118,65 +180,108 @@ def train(parts: LoopParts, state: TrainState) -> TrainState:
         disable=not (parts.progress and acc.is_main_process),
         dynamic_ncols=True,
     )
-    t0, tokens = time.perf_counter(), 0
-    while state.step < state.total_steps:
-        outputs: list[ObjectiveOutput] = []
-        for micro in range(plan.accumulation):
-            idx = plan.micro_batch(state.epoch, state.step_in_epoch, micro, acc.process_index)
-            batch = parts.collate(idx).to(acc.device)
-            tokens += int(batch.attention_mask.sum())
-            last = micro == plan.accumulation - 1
-            sync = contextlib.nullcontext() if last or acc.num_processes == 1 else acc.no_sync(parts.model)
-            with sync:
-                out = parts.step_fn(batch, True)
-                acc.backward(out.loss.sum() / examples_per_step)
-            outputs.append(out)
-        grad_norm = None
-        if parts.max_grad_norm is not None:
-            grad_norm = acc.clip_grad_norm_(params, parts.max_grad_norm)
-        parts.optimizer.step()
-        parts.scheduler.step()
-        parts.optimizer.zero_grad(set_to_none=True)
-        state.step += 1
-        state.step_in_epoch += 1
-        if state.step_in_epoch >= plan.steps_per_epoch:
-            state.epoch, state.step_in_epoch = state.epoch + 1, 0
-        bar.update(1)
+    window, bad_run = Window(), 0
+    with StopRequest() as stop:
+        while state.step < state.total_steps:
+            outputs: list[ObjectiveOutput] = []
+            indices: list[int] = []
+            for micro in range(plan.accumulation):
+                idx = plan.micro_batch(state.epoch, state.step_in_epoch, micro, acc.process_index)
+                indices += idx
+                cpu_batch = parts.collate(idx)
+                window.tokens += int(cpu_batch.attention_mask.sum())  # on the host: no device sync
+                batch = cpu_batch.to(acc.device)
+                last = micro == plan.accumulation - 1
+                sync = (
+                    contextlib.nullcontext() if last or acc.num_processes == 1 else acc.no_sync(parts.model)
+                )
+                with sync:
+                    out = parts.step_fn(batch, True)
+                    acc.backward(out.loss.sum() / examples_per_step)
+                outputs.append(out)
+            grad_norm = acc.clip_grad_norm_(params, clip)
+            loss_sum = torch.stack([o.loss.detach().float().sum() for o in outputs]).sum()
+            finite = torch.isfinite(loss_sum) & torch.isfinite(
+                torch.as_tensor(grad_norm, device=loss_sum.device)
+            )
+            bad, stop_now = _step_flags(acc, ~finite, stop.requested)
+            if bad:
+                bad_run += 1
+                state.skipped_steps += 1
+                _report_bad_step(parts, state, indices, bad_run)
+            else:
+                bad_run = 0
+                parts.optimizer.step()
+                window.add(outputs, grad_norm if parts.max_grad_norm is not None else None)
+            with warnings.catch_warnings():  # torch warns when the very first update was skipped
+                warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*optimizer.step")
+                parts.scheduler.step()  # a skipped update still advances the schedule
+            parts.optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.step_in_epoch += 1
+            if state.step_in_epoch >= plan.steps_per_epoch:
+                state.epoch, state.step_in_epoch = state.epoch + 1, 0
+            bar.update(1)
+            if bad_run >= parts.max_bad_steps:
+                bar.close()
+                raise TrainingError(_diverged_message(parts, state, bad_run))
 
-        if state.step % parts.log_every == 0 or state.step == state.total_steps:
-            merged = mean_metrics(outputs)
-            sums = {k: v.sum().cpu() for k, v in merged.items()}
-            metrics = {
-                f"train/{k}": v
-                for k, v in reduce_means(acc, sums, torch.tensor(float(len(merged["loss"])))).items()
-            }
-            metrics["train/lr"] = parts.scheduler.get_last_lr()[0]
-            if grad_norm is not None:
-                metrics["train/grad_norm"] = float(grad_norm)
-            metrics["train/epoch"] = state.epoch + state.step_in_epoch / max(plan.steps_per_epoch, 1)
-            elapsed = time.perf_counter() - t0
-            metrics["perf/tokens_per_s"] = tokens * acc.num_processes / max(elapsed, 1e-9)
-            t0, tokens = time.perf_counter(), 0
-            write_metrics(parts, state.step, metrics)
-            bar.set_postfix(
-                loss=f"{metrics['train/loss']:.4f}", acc=f"{metrics.get('train/rewards/accuracies', 0):.2f}"
-            )
-        if (
-            parts.eval_fn
-            and parts.eval_every
-            and state.step % parts.eval_every == 0
-            and state.step < state.total_steps
-        ):
-            write_metrics(parts, state.step, parts.eval_fn())
-        if parts.save_every and state.step % parts.save_every == 0:
-            save_checkpoint(
-                parts.run_dir,
-                state,
-                acc,
-                parts.peft_model,
-                parts.optimizer,
-                parts.scheduler,
-                parts.keep_checkpoints,
-            )
+            if state.step % parts.log_every == 0 or state.step == state.total_steps or stop_now:
+                metrics = window.metrics(parts, state)
+                window = Window()
+                write_metrics(parts, state.step, metrics)
+                if "train/loss" in metrics:
+                    bar.set_postfix(
+                        loss=f"{metrics['train/loss']:.4f}",
+                        acc=f"{metrics.get('train/rewards/accuracies', 0):.2f}",
+                    )
+            if (
+                parts.eval_fn
+                and parts.eval_every
+                and state.step % parts.eval_every == 0
+                and state.step < state.total_steps
+            ):
+                write_metrics(parts, state.step, parts.eval_fn())
+            saved = parts.save_every and state.step % parts.save_every == 0
+            if saved or stop_now:
+                path = save_checkpoint(
+                    parts.run_dir,
+                    state,
+                    acc,
+                    parts.peft_model,
+                    parts.optimizer,
+                    parts.scheduler,
+                    parts.keep_checkpoints,
+                )
+            if stop_now and state.step < state.total_steps:
+                bar.close()
+                raise Interrupted(
+                    f"stopped by {signal.Signals(stop.signum).name if stop.signum else 'a signal on another rank'} "
+                    f"after step {state.step} of {state.total_steps}; checkpoint {path}. "
+                    f"Resume with: {parts.resume_command}"
+                )
     bar.close()
     return state
+
+
+def _report_bad_step(parts: LoopParts, state: TrainState, indices: list[int], bad_run: int) -> None:
+    where = ", ".join(parts.describe(indices)) if parts.describe else f"examples {indices}"
+    log.warning(
+        "step %d: non-finite loss or gradient; update skipped (%d in a row, %d in all). Batch: %s",
+        state.step + 1,
+        bad_run,
+        state.skipped_steps,
+        where,
+    )
+
+
+def _diverged_message(parts: LoopParts, state: TrainState, bad_run: int) -> str:
+    from align.checkpoint import list_checkpoints
+
+    ckpts = list_checkpoints(parts.run_dir)
+    last = f"the last good checkpoint is {ckpts[-1]}" if ckpts else "no checkpoint was written"
+    return (
+        f"stopped at step {state.step}: {bad_run} consecutive steps had a non-finite loss or gradient "
+        f"(updates skipped; train.max_bad_steps={parts.max_bad_steps}); {last}. "
+        "Lower optim.lr or beta, or look at the batches named in the log above."
+    )

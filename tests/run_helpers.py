@@ -27,3 +27,44 @@ def adapter(run_dir: Path) -> dict[str, torch.Tensor]:
 def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     assert a.keys() == b.keys()
     return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def align_env(**extra: str) -> dict[str, str]:
+    """Environment for `python -m align` subprocesses: one thread each, this checkout first on the path."""
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def launch_tiny(out: Path, *overrides: str, log: Path | None = None, **env: str):
+    """Start `python -m align train tests/tiny.yaml` as a real process (for signals and kill -9)."""
+    import subprocess
+    import sys
+
+    log = log or out.with_name(out.name + ".log")
+    handle = open(log, "w")  # noqa: SIM115 - the process owns it until it exits
+    cmd = [sys.executable, "-m", "align", "train", str(TINY), f"output_dir={out}", *overrides]
+    return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=align_env(**env), cwd=ROOT)
+
+
+def wait_for(predicate, timeout: float, poll: float = 0.002) -> bool:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return False
+
+
+def metric_steps(run_dir: Path) -> tuple[list[int], list[int]]:
+    """(steps of train lines, steps of eval lines) in metrics.jsonl."""
+    import json
+
+    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r["step"] for r in rows if any(k.startswith("train/") for k in r)]
+    evals = [r["step"] for r in rows if any(k.startswith("eval/") for k in r)]
+    return train, evals
