@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from align.errors import AlignError
+from align.errors import AlignError, Interrupted
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -78,5 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except AlignError as e:
-        print(f"align: error: {e}", file=sys.stderr)
-        return 2
+        label = "" if isinstance(e, Interrupted) else "error: "
+        print(f"align: {label}{e}", file=sys.stderr)
+        return e.exit_code

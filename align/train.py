@@ -127,7 +127,9 @@ def resume_command(argv: list[str] | None = None, world: int = 1) -> str:
     args = argv[argv.index("train") :] if "train" in argv else ["train", "RECIPE"]
     args = [a for a in args if a != "--overwrite"] + ([] if "--resume" in args else ["--resume"])
     launch = (
-        ["accelerate", "launch", "--num_processes", str(world), "-m", "align"] if world > 1 else ["align"]
+        ["accelerate", "launch", "--multi_gpu", "--num_processes", str(world), "-m", "align"]
+        if world > 1
+        else ["align"]
     )
     return shlex.join(launch + args)
 
