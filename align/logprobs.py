@@ -10,13 +10,15 @@ so peak memory is bounded by `chunk_tokens x vocab` instead of `batch x seq x vo
 
 from __future__ import annotations
 
-import inspect
+import logging
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from align.objectives.types import SeqLogps
+
+log = logging.getLogger("align.logprobs")
 
 
 def _logits_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -39,19 +41,20 @@ def completion_token_logps(
     return torch.cat([_token_logps(lm_head, h, t) for h, t in chunks])
 
 
-def _cache_keyword() -> str:
-    """transformers 5 renamed `past_key_values` to `cache`; support both."""
-    from transformers.models.llama.modeling_llama import LlamaModel
-
-    return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
-
-
-_CACHE_KW = _cache_keyword()
-
-
 def _causal_lm(model: nn.Module) -> nn.Module:
     """The transformers CausalLM inside a PEFT wrapper (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+# Largest acceptable mean |log-prob difference| per completion token between a fast path and the
+# model's own logits, by compute dtype. Rounding noise is well below (SmolLM2-135M, shared-prompt
+# path vs stock, CPU: fp32 3e-6, fp16 5e-3, bf16 2e-2); skipping a real model's logit scaling or
+# softcapping costs far more. Unknown dtypes get the loosest.
+_TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-6, torch.bfloat16: 0.1, torch.float16: 0.03}
+
+
+def _tolerance(*dtypes: torch.dtype) -> float:
+    return max(_TOLERANCE.get(d, 0.1) for d in dtypes)
 
 
 class SequenceScorer(nn.Module):
@@ -64,15 +67,27 @@ class SequenceScorer(nn.Module):
     prompt of each pair is run once and its key/value cache is reused by both completions, so
     prompt tokens cost one forward (and backward) instead of two. Gradients flow through the
     cache. Numerically it equals the concatenated path (tested to 1e-5).
+
+    `gradient_checkpointing` must say whether the model checkpoints activations: checkpointed
+    layers drop the KV cache while computing gradients, so the shared-prompt path is then used
+    only without grad (reference, evaluation). Call `verify` once on a real batch before
+    training: it checks the fast paths against the model's own logits.
     """
 
-    def __init__(self, model: nn.Module, chunk_tokens: int = 1024, share_prompt: bool = True) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        chunk_tokens: int = 1024,
+        share_prompt: bool = True,
+        gradient_checkpointing: bool = False,
+    ) -> None:
         super().__init__()
         self.model = model
         self.chunk_tokens = chunk_tokens
+        self.gradient_checkpointing = gradient_checkpointing
         lm = _causal_lm(model)
         cfg = getattr(lm, "config", None)
-        # Models that post-process logits need the stock forward; we detect the common ones.
+        # A cheap pre-filter for known logit post-processing; `verify` is the general check.
         self.fast = (
             getattr(cfg, "final_logit_softcapping", None) is None
             and getattr(cfg, "logit_scale", None) is None
@@ -80,6 +95,7 @@ class SequenceScorer(nn.Module):
             and getattr(lm, "base_model", None) is not lm
         )
         self.share_prompt = share_prompt and self.fast
+        self._logits_dtype = torch.float32
 
     def forward(
         self,
@@ -92,12 +108,8 @@ class SequenceScorer(nn.Module):
         completion_len: torch.Tensor | None = None,
     ) -> SeqLogps:
         lm = _causal_lm(self.model)
-        # gradient checkpointing drops the cache in training, so it uses the concatenated path
-        if (
-            self.share_prompt
-            and prompt_ids is not None
-            and not getattr(lm, "is_activation_checkpointing", False)
-        ):
+        cache_dropped = self.gradient_checkpointing and torch.is_grad_enabled()
+        if self.share_prompt and prompt_ids is not None and not cache_dropped:
             return self._shared(lm, prompt_ids, prompt_len, completion_ids, completion_len)
         sel = loss_mask[:, 1:].bool()
         targets = input_ids[:, 1:][sel]
@@ -107,6 +119,7 @@ class SequenceScorer(nn.Module):
             tok = completion_token_logps(lm.get_output_embeddings(), picked, targets, self.chunk_tokens)
         else:
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+            self._logits_dtype = logits.dtype  # the compute precision (autocast included), for `verify`
             tok = _logits_logps(logits[:, :-1][sel], targets)
         return _per_sequence(tok, sel)
 
@@ -117,7 +130,7 @@ class SequenceScorer(nn.Module):
         rows = torch.arange(b, device=dev).repeat(n // b)  # completion row -> its prompt
         p_att = (torch.arange(tp, device=dev)[None] < prompt_len[:, None]).long()
         out = lm.base_model(input_ids=prompt_ids, attention_mask=p_att, use_cache=True)
-        cache = out.cache if _CACHE_KW == "cache" else out.past_key_values
+        cache = out.cache
         cache.batch_select_indices(rows)
         last = out.last_hidden_state[torch.arange(b, device=dev), prompt_len - 1][rows]  # predicts token 0
         pos = torch.arange(tc, device=dev)
@@ -127,7 +140,7 @@ class SequenceScorer(nn.Module):
             attention_mask=torch.cat([p_att[rows], c_att], dim=1),
             position_ids=prompt_len[rows][:, None] + pos[None],
             use_cache=True,
-            **{_CACHE_KW: cache},
+            cache=cache,
         )
         hidden = torch.cat([last[:, None], out.last_hidden_state[:, :-1]], dim=1)  # [n, tc, H]
         sel = c_att.bool()
@@ -135,6 +148,67 @@ class SequenceScorer(nn.Module):
             lm.get_output_embeddings(), hidden[sel], completion_ids[sel], self.chunk_tokens
         )
         return _per_sequence(tok, sel)
+
+    @torch.no_grad()
+    def verify(self, batch_inputs: dict[str, torch.Tensor], via: nn.Module | None = None) -> bool:
+        """Check the fast paths against the model's own `forward().logits` on one batch; switch off
+        any that disagree (a model that post-processes logits, e.g. Granite's `logits_scaling`).
+
+        Runs in eval mode without grad. `via` is the module to call (the Accelerate-prepared
+        wrapper of this scorer, so DDP/FSDP/autocast apply as in training); default self. On
+        several processes every rank must call it, and all take the same decision. Returns True
+        when every path this batch exercises was kept.
+        """
+        call = via if via is not None else self
+        fast, share = self.fast, self.share_prompt
+        if not fast:
+            return True
+        concat = {k: batch_inputs[k] for k in ("input_ids", "attention_mask", "loss_mask")}
+        was_training = call.training
+        call.eval()
+        try:
+            self.fast = self.share_prompt = False
+            want = call(**concat)
+            self.fast = True
+            errors = [_per_token_error(call(**concat), want)]
+            if share and batch_inputs.get("prompt_ids") is not None:
+                self.share_prompt = True
+                errors.append(_per_token_error(call(**batch_inputs), want))
+        finally:
+            self.fast, self.share_prompt = fast, share
+            call.train(was_training)
+        lm = _causal_lm(self.model)
+        tol = _tolerance(self._logits_dtype, lm.get_output_embeddings().weight.dtype)
+        ok = _all_ranks_agree([e <= tol for e in errors], want.sum.device)
+        if not ok[0]:
+            self.fast = self.share_prompt = False
+        elif len(ok) > 1 and not ok[1]:
+            self.share_prompt = False
+        if not all(ok):
+            kept = "the stock forward" if not self.fast else "the concatenated fast path"
+            log.warning(
+                "log-prob fast path disagrees with the model's own logits (mean |diff| per token %s, "
+                "tolerance %.0e); using %s",
+                ", ".join(f"{e:.3g}" for e in errors),
+                tol,
+                kept,
+            )
+        return all(ok)
+
+
+def _per_token_error(got: SeqLogps, want: SeqLogps) -> float:
+    """Mean |Δ sequence log-prob| per completion token over the batch (pooled: short completions
+    alone would make rounding noise look large)."""
+    return float((got.sum - want.sum).abs().sum() / want.n_tokens.sum().clamp(min=1))
+
+
+def _all_ranks_agree(flags: list[bool], device: torch.device) -> list[bool]:
+    """AND each flag over all processes, so every rank takes the same path."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return flags
+    t = torch.tensor([int(f) for f in flags], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+    return [bool(v) for v in t.tolist()]
 
 
 def _per_sequence(tok: torch.Tensor, sel: torch.Tensor) -> SeqLogps:

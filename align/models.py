@@ -9,11 +9,15 @@ the recipe asks.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from align.embedded import EMBEDDED_NAME, embedded_model_dir
 from align.errors import ModelError
@@ -62,11 +66,11 @@ def load_model(spec: ModelConfig, seed: int = 0):
     return model
 
 
-def tiny_model(seed: int = 0, dtype: torch.dtype = torch.float32):
-    """A 2-layer llama with SmolLM2's vocabulary, randomly initialised from `seed` (for tests)."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
+def tiny_config(**overrides: Any):
+    """The tiny model's LlamaConfig; `overrides` change fields (e.g. `attention_dropout` in tests)."""
+    from transformers import LlamaConfig
 
-    config = LlamaConfig(
+    fields: dict[str, Any] = dict(
         vocab_size=49152,
         hidden_size=64,
         intermediate_size=128,
@@ -79,9 +83,18 @@ def tiny_model(seed: int = 0, dtype: torch.dtype = torch.float32):
         eos_token_id=2,
         pad_token_id=2,
     )
+    return LlamaConfig(**{**fields, **overrides})
+
+
+def tiny_model(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides: Any):
+    """A 2-layer llama with SmolLM2's vocabulary, randomly initialised from `seed` (for tests)."""
+    from transformers import AutoModelForCausalLM
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_config(
+            tiny_config(**overrides), dtype=dtype, attn_implementation="sdpa"
+        )
     return model
 
 
@@ -120,3 +133,99 @@ def add_lora(model, spec: LoraConfig):
     with warnings.catch_warnings():  # peft probes a deprecated transformers property
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
         return get_peft_model(model, config)
+
+
+def model_identity(spec: ModelConfig, seed: int) -> dict[str, Any]:
+    """What fixes the base model's weights and numerics, for cache keys: the recipe's model keys,
+    the resolved directory's config.json content and weight/code files (name, size, mtime), and
+    for a hub id the cached snapshot's commit; for the tiny model its config and seed."""
+    ident: dict[str, Any] = {
+        "name": spec.name,
+        "dtype": spec.dtype,
+        "revision": spec.revision,
+        "attn_implementation": spec.attn_implementation,
+        "trust_remote_code": spec.trust_remote_code,
+    }
+    if spec.name == TINY_NAME:
+        return {**ident, "config": tiny_config().to_dict(), "seed": seed}
+    folder, commit = _model_dir(spec)
+    config = files = None
+    if folder is not None:
+        cfg = folder / "config.json"
+        config = json.loads(cfg.read_text()) if cfg.is_file() else None
+        files = sorted(
+            (p.name, p.stat().st_size, int(p.stat().st_mtime))
+            for p in folder.iterdir()
+            if p.suffix in (".safetensors", ".py")
+        )
+    return {**ident, "config": config, "files": files, "commit": commit}
+
+
+def _model_dir(spec: ModelConfig) -> tuple[Path | None, str | None]:
+    """(local directory holding the checkpoint, hub commit) without touching the network."""
+    path = Path(_resolve_path(spec))
+    if path.is_dir():
+        return path, None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(spec.name, "config.json", revision=spec.revision)
+    if not isinstance(cached, str):
+        return None, None
+    snapshot = Path(cached).parent  # .../snapshots/<commit sha>/config.json
+    return snapshot, snapshot.name
+
+
+# Config fields and module attributes holding a dropout-like rate that is applied only in training
+# mode: attention_dropout, hidden_dropout, resid_pdrop, encoder_layerdrop, drop_path_rate, ...
+_DROPOUT_NAME = re.compile(r"dropout|pdrop|layerdrop|drop_path|drop_prob")
+
+
+def _is_rate(name: str, value: object) -> bool:
+    return (
+        bool(_DROPOUT_NAME.search(name))
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and value != 0
+    )
+
+
+def disable_dropout(model: nn.Module) -> list[str]:
+    """Zero every dropout rate of the base model so a train-mode forward is deterministic.
+
+    Dropout in the base makes the adapter-off reference (and the policy) noisy: a different
+    reference each call. Covers nn.Dropout modules, functional rates kept as module attributes
+    (llama's `self.attention_dropout`) and config fields (incl. sub-configs) read at forward time.
+    LoRA's own dropout (`lora_dropout` modules) is left alone, so call this on the base before
+    `add_lora` or after: the adapter keeps the recipe's `lora.dropout`. Returns what it changed.
+    """
+    changed: list[str] = []
+    configs: dict[int, tuple[str, Any]] = {}
+    for name, module in model.named_modules():
+        if "lora_dropout" in name.split("."):
+            continue
+        prefix = f"{name}." if name else ""
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p != 0:
+            module.p = 0.0
+            changed.append(f"{prefix}p")
+        for attr, value in list(vars(module).items()):
+            if not attr.startswith("_") and _is_rate(attr, value):
+                setattr(module, attr, 0.0)
+                changed.append(prefix + attr)
+        cfg = getattr(module, "config", None)
+        if cfg is not None and hasattr(cfg, "to_dict"):
+            configs.setdefault(id(cfg), (f"{prefix}config", cfg))
+    seen: set[int] = set()
+    while configs:
+        _, (where, cfg) = configs.popitem()
+        if id(cfg) in seen:
+            continue
+        seen.add(id(cfg))
+        for attr, value in list(vars(cfg).items()):
+            if hasattr(value, "to_dict") and hasattr(value, "model_type"):  # a sub-config
+                configs[id(value)] = (f"{where}.{attr}", value)
+            elif _is_rate(attr, value):
+                setattr(cfg, attr, 0.0)
+                changed.append(f"{where}.{attr}")
+    if changed:
+        log.info("model.disable_dropout: zeroed %d dropout rates in the base model", len(changed))
+    return changed

@@ -1,7 +1,7 @@
 """Reference log-probabilities: the base with the adapter switched off, or a precomputed cache.
 
 Never a second copy of the weights. `precompute` scores every example once with the adapter off
-and caches the table on disk keyed by data + model fingerprint, so reruns (and β sweeps over the
+and caches the table on disk keyed by `reference_cache_key`, so reruns (and β sweeps over the
 same data and base) skip the reference forward entirely.
 """
 
@@ -11,14 +11,18 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from align.data.batches import PairBatch
+from align.models import model_identity
 from align.objectives.types import SeqLogps
+from align.recipe import ModelConfig
 
 log = logging.getLogger("align.reference")
 
@@ -29,15 +33,22 @@ def adapter_off(model: torch.nn.Module):
 
 
 class AdapterOffReference:
-    """Scores a batch with the same scorer, adapter disabled, no grad."""
+    """Scores a batch with the same scorer, adapter disabled, no grad, in eval mode (so any
+    dropout left in the base never makes the reference noisy); the scorer's mode is restored.
+    `scorer` may be the Accelerate-prepared wrapper: `.eval()`/`.train()` reach the module."""
 
     def __init__(self, scorer: torch.nn.Module, peft_model: torch.nn.Module) -> None:
         self.scorer, self.peft_model = scorer, peft_model
 
     @torch.no_grad()
     def __call__(self, batch: PairBatch) -> SeqLogps:
-        with adapter_off(self.peft_model):
-            return self.scorer(**batch.model_inputs())
+        was_training = self.scorer.training
+        self.scorer.eval()
+        try:
+            with adapter_off(self.peft_model):
+                return self.scorer(**batch.model_inputs())
+        finally:
+            self.scorer.train(was_training)
 
 
 class CachedReference:
@@ -82,6 +93,38 @@ def fingerprint(*parts: object) -> str:
     for p in parts:
         h.update(json.dumps(p, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
+
+
+def reference_cache_key(
+    model_spec: ModelConfig,
+    seed: int,
+    data_fingerprint: str,
+    mixed_precision: str,
+    tokenize: Mapping[str, Any] | None = None,
+    **extra: Any,
+) -> str:
+    """Key of a precomputed reference table: everything that changes its numbers.
+
+    The data (`data_fingerprint`, plus the tokenization settings `tokenize` explicitly), the
+    model (`model_identity`: recipe keys incl. dtype, attn_implementation, revision; config.json
+    content; weight files; hub commit; tiny config + seed), the precision the forward runs at
+    (`mixed_precision`: Accelerate's "no"/"bf16"/"fp16"; a bf16 run must never reuse an fp32
+    table), the versions of align/torch/transformers, and any `extra` ingredients.
+    """
+    model = fingerprint(
+        model_identity(model_spec, seed), mixed_precision, dict(tokenize or {}), _versions(), extra
+    )
+    return f"{data_fingerprint}-{model}"
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in ("align", "torch", "transformers"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def precompute(

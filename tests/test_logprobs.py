@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_helpers import lora_grads, naive_logps, nontrivial_lora
 
 from align.data.batches import collate_pairs
 from align.data.sources import load_pairs
 from align.data.tokenize import TokenizeConfig, Tokenizer
 from align.logprobs import SequenceScorer
-from align.models import add_lora, load_tokenizer, tiny_model
-from align.recipe import LoraConfig, ModelConfig
+from align.models import load_tokenizer, tiny_model
+from align.recipe import ModelConfig
 
 BUNDLED = "align/data/bundled/align_prefs_v1.jsonl"
 
 
 @pytest.fixture(scope="module")
-def setup():
+def batch():
     tok = load_tokenizer(ModelConfig("smollm2-135m-instruct"))
     records, _ = load_pairs(BUNDLED)
     tk = Tokenizer(tok, TokenizeConfig(max_length=128, max_prompt_length=96))
@@ -25,35 +26,21 @@ def setup():
         ex = tk.pair(r)
         ex["index"] = i
         examples.append(ex)
-    batch = collate_pairs(examples, tok.pad_token_id)
-    torch.manual_seed(0)
-    model = add_lora(tiny_model(seed=0), LoraConfig(r=4, dropout=0.0))
-    for name, p in model.named_parameters():
-        if "lora_B" in name:  # a non-trivial adapter
-            torch.nn.init.normal_(p, std=0.05)
-    return model.eval(), batch
+    return collate_pairs(examples, tok.pad_token_id)
 
 
-def naive_logps(model, batch) -> torch.Tensor:
-    """Oracle: full logits at every position, log_softmax, gather, mask, sum."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()
-    lp = logits.log_softmax(-1).gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
-    return (lp * batch.loss_mask[:, 1:]).sum(-1)
-
-
-def grads_of(model, value: torch.Tensor) -> torch.Tensor:
-    model.zero_grad()
-    value.sum().backward()
-    return torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+@pytest.fixture(scope="module")
+def setup(batch):
+    return nontrivial_lora(tiny_model(seed=0)).eval(), batch
 
 
 @pytest.mark.parametrize("share_prompt,chunk", [(False, 1024), (True, 1024), (False, 7), (True, 7)])
 def test_scorer_matches_full_vocab_oracle(setup, share_prompt, chunk):
     model, batch = setup
     want = naive_logps(model, batch)
-    g_want = grads_of(model, want)
+    g_want = lora_grads(model, want)
     got = SequenceScorer(model, chunk_tokens=chunk, share_prompt=share_prompt)(**batch.model_inputs())
-    g_got = grads_of(model, got.sum)
+    g_got = lora_grads(model, got.sum)
     torch.testing.assert_close(got.sum, want.detach(), rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(g_got, g_want, rtol=1e-4, atol=1e-4)  # float32 sums of ~1e3 terms
     assert got.n_tokens.tolist() == batch.loss_mask.sum(-1).float().tolist()
@@ -65,3 +52,32 @@ def test_token_counts_ignore_pad_equal_eos(setup):
     ends_with_eos = batch.input_ids.gather(1, (batch.attention_mask.sum(-1) - 1)[:, None]).squeeze(-1)
     assert (ends_with_eos == 2).all()  # <|im_end|>
     assert (batch.loss_mask.sum(-1) == batch.completion_len).all()
+
+
+def _train_step(batch, share_prompt: bool, checkpointing: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training-mode log-probs and LoRA grads of a fresh (identical) tiny model + adapter."""
+    model = nontrivial_lora(tiny_model(seed=0))
+    if checkpointing:
+        base = model.get_base_model()
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.enable_input_require_grads()
+    assert any(getattr(m, "gradient_checkpointing", False) for m in model.modules()) == checkpointing
+    model.train()
+    scorer = SequenceScorer(model, share_prompt=share_prompt, gradient_checkpointing=checkpointing)
+    got = scorer(**batch.model_inputs()).sum
+    return got.detach(), lora_grads(model, got)
+
+
+@pytest.mark.parametrize("share_prompt", [False, True])
+def test_gradient_checkpointing_gives_the_same_logps_and_grads(batch, share_prompt, monkeypatch):
+    """Checkpointed layers drop the KV cache under grad: the scorer must know (an explicit flag),
+    not probe a version-specific attribute; removing transformers 5's `is_activation_checkpointing`
+    (absent on 4.x, where the shared-prompt path then crashed) must change nothing."""
+    from transformers import PreTrainedModel
+
+    plain = _train_step(batch, share_prompt, checkpointing=False)
+    monkeypatch.delattr(PreTrainedModel, "is_activation_checkpointing")
+    ckpt = _train_step(batch, share_prompt, checkpointing=True)
+    torch.testing.assert_close(ckpt[0], plain[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ckpt[1], plain[1], rtol=1e-5, atol=1e-5)
+    assert plain[1].abs().max() > 1e-3  # the grads compared are not all ~0

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_helpers import nontrivial_lora, random_pairs, tiny_causal_lm
 
 from align.embedded import GGUF_SHA256, _sha256, cache_dir, embedded_model_dir
 from align.errors import ModelError
-from align.models import load_model, load_tokenizer, tiny_model
+from align.logprobs import SequenceScorer
+from align.models import disable_dropout, load_model, load_tokenizer, tiny_model
 from align.recipe import ModelConfig
 
 
@@ -52,3 +54,59 @@ def test_unreachable_hub_id_names_offline_alternatives(monkeypatch):
 def test_missing_local_dir_is_a_model_error():
     with pytest.raises(ModelError, match="does not exist"):
         load_model(ModelConfig("./definitely/not/here"))
+
+
+# -- disable_dropout ----------------------------------------------------------------------------
+
+
+def _with_dropout(arch: str):
+    """llama: functional attention dropout (a module attribute); phi3 adds nn.Dropout residuals."""
+    if arch == "llama":
+        return tiny_model(seed=0, attention_dropout=0.1)
+    return tiny_causal_lm("Phi3Config", attention_dropout=0.1, resid_pdrop=0.1, embd_pdrop=0.1)
+
+
+def _twice(scorer, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        return tuple(scorer(**batch.model_inputs()).sum for _ in range(2))
+
+
+@pytest.mark.parametrize("arch", ["llama", "phi3"])
+def test_disable_dropout_leaves_lora_dropout(arch):
+    batch = random_pairs()
+    noisy = SequenceScorer(_with_dropout(arch)).train()
+    a, b = _twice(noisy, batch)
+    assert not torch.equal(a, b)  # the base's dropout really is active in train mode
+
+    base = _with_dropout(arch)
+    changed = disable_dropout(base)
+    assert any("attention_dropout" in c for c in changed)
+    assert disable_dropout(base) == []  # nothing left
+    model = nontrivial_lora(base, dropout=0.5)
+    scorer = SequenceScorer(model).train()
+    with model.disable_adapter():
+        a, b = _twice(scorer, batch)
+    assert torch.equal(a, b)  # base forward in train mode: deterministic
+    a, b = _twice(scorer, batch)
+    assert not torch.allclose(a, b)  # the adapter's own dropout (0.5) still applies
+    lora_p = {m.p for n, m in model.named_modules() if n.endswith("lora_dropout.default")}
+    assert lora_p == {0.5}
+
+
+def test_disable_dropout_reaches_configs_and_sub_configs():
+    from transformers import Qwen2Config
+
+    cfg = Qwen2Config(attention_dropout=0.2)
+    cfg.text_config = Qwen2Config(attention_dropout=0.3)  # multimodal configs nest the LM's config
+    holder = torch.nn.Module()
+    holder.config = cfg
+    holder.drop = torch.nn.Dropout(0.4)
+    holder.encoder_layerdrop = 0.1
+    changed = disable_dropout(holder)
+    assert sorted(changed) == [
+        "config.attention_dropout",
+        "config.text_config.attention_dropout",
+        "drop.p",
+        "encoder_layerdrop",
+    ]
+    assert cfg.attention_dropout == cfg.text_config.attention_dropout == holder.drop.p == 0.0
