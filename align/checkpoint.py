@@ -11,6 +11,7 @@ finite are never written: `NonFiniteError` instead.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -27,8 +28,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save
 
 from align.errors import AlignError
 from align.secrets import redact
@@ -170,7 +171,20 @@ def _save_rng(path: Path) -> None:
             {k: np_state[k] for k in ("has_gauss", "gauss")} | {"pos": np_state["state"]["pos"]}
         ),
     }
-    save_file(tensors, path, metadata=meta)
+    _write_bytes(path, save(tensors, metadata=meta))
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Serialise in memory, write with plain file I/O: a full disk is then an OSError with its
+    errno, not torch's "unexpected pos" or a safetensors I/O wrapper."""
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _torch_bytes(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
 
 
 def _load_rng(path: Path) -> None:
@@ -207,17 +221,30 @@ def _agree(accelerator, ok: bool) -> bool:
 
 def _on_all_ranks(accelerator, action: Callable[[], None], what: str, cleanup: Path | None) -> None:
     """Run `action` (an I/O phase); if it failed on any rank, remove `cleanup` and raise everywhere."""
-    err: OSError | None = None
+    err: Exception | None = None
     try:
         action()
-    except OSError as e:
+    except (OSError, RuntimeError, SafetensorError) as e:  # torch.save/safetensors wrap ENOSPC
         err = e
     if _agree(accelerator, err is None):
         return
     if cleanup is not None and accelerator.is_main_process:
         shutil.rmtree(cleanup, ignore_errors=True)
-    why = f"{err.strerror or err}" if err is not None else "it failed on another process"
+    why = _reason(err) if err is not None else "it failed on another process"
     raise CheckpointError(f"could not write {what}: {why}")
+
+
+def _reason(err: Exception) -> str:
+    text = getattr(err, "strerror", None) or str(err)
+    for known in (
+        "No space left on device",
+        "Permission denied",
+        "Read-only file system",
+        "Disk quota exceeded",
+    ):
+        if known in text:
+            return known
+    return text.splitlines()[0][:300] if text else type(err).__name__
 
 
 def save_checkpoint(
@@ -238,9 +265,9 @@ def save_checkpoint(
     def fill() -> None:
         _save_rng(tmp / f"rng_rank{accelerator.process_index}.safetensors")
         if main:
-            save_file(weights, tmp / "adapter_model.safetensors")
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            _write_bytes(tmp / "adapter_model.safetensors", save(weights))
+            _write_bytes(tmp / "optimizer.pt", _torch_bytes(optimizer.state_dict()))
+            _write_bytes(tmp / "scheduler.pt", _torch_bytes(scheduler.state_dict()))
 
     def publish() -> None:
         if main:
