@@ -1,7 +1,9 @@
-"""`align train RECIPE [key=value ...] [--resume]` and `align data inspect CARD_OR_PATH`.
+"""`align train RECIPE [key=value ...] [--resume] [--overwrite]` and `align data inspect CARD_OR_PATH`.
 
 Works as `align ...`, `python -m align ...` and `accelerate launch -m align ...`. User errors
-(bad recipe, bad record, unreachable model) print one clear line and exit 2, no traceback.
+(bad recipe, bad record, unreachable model) print one clear line and exit 2, no traceback; Ctrl-C
+prints `align: interrupted` and exits 130; anything else is a bug: its traceback, exit 1.
+Everything printed passes through `align.secrets.redact`, so a token never reaches the terminal.
 """
 
 from __future__ import annotations
@@ -11,34 +13,45 @@ import logging
 import os
 import sys
 import time
+import traceback
+from typing import NoReturn
 
+from align import __version__
 from align.errors import AlignError, Interrupted
+from align.secrets import install_log_filter, redact
 
 
 def _train(args: argparse.Namespace) -> int:
+    from align import preflight
     from align.recipe import load_recipe
 
     t0 = time.perf_counter()
     recipe = load_recipe(args.recipe, args.overrides)  # validated before any model loads
     if args.resume:
         recipe.resume = True
+    preflight.check(recipe)  # what needs the model's config (not its weights): target modules, ...
     from align.report import generate, metrics_table
     from align.train import run
 
-    summary = run(recipe)
-    acc = summary["accelerator"]
-    if acc.is_main_process:
-        print(
-            f"\nrun directory: {recipe.output_dir}  ({summary['steps']} steps, {time.perf_counter() - t0:.0f} s)"
+    summary = run(recipe, overwrite=args.overwrite)
+    if not summary["accelerator"].is_main_process:
+        return 0
+    say = lambda text: print(redact(text))
+    took = f"{summary['steps']} steps, {time.perf_counter() - t0:.0f} s"
+    if summary.get("complete"):
+        say(
+            f"\nrun directory: {recipe.output_dir}  (already complete: {summary['steps']} steps; nothing to do)"
         )
-        print(metrics_table(summary["before"], summary["after"]))
-        for prompt in recipe.report.sample_prompts:
-            print(f"\nprompt: {prompt}")
-            for label, on in (("before", False), ("after ", True)):
-                text = generate(
-                    summary["peft_model"], summary["tokenizer"], prompt, recipe.report.max_new_tokens, on
-                )
-                print(f"  {label}: {text!r}")
+    else:
+        say(f"\nrun directory: {recipe.output_dir}  ({took})")
+    say(metrics_table(summary["before"], summary["after"]))
+    for prompt in recipe.report.sample_prompts if "peft_model" in summary else []:
+        say(f"\nprompt: {prompt}")
+        for label, on in (("before", False), ("after ", True)):
+            text = generate(
+                summary["peft_model"], summary["tokenizer"], prompt, recipe.report.max_new_tokens, on
+            )
+            say(f"  {label}: {text!r}")
     return 0
 
 
@@ -49,13 +62,25 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its error messages (which quote the arguments) redacted."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {redact(message)}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="align", description=__doc__.splitlines()[0])
+    p = _Parser(prog="align", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"align {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a LoRA adapter from a YAML recipe")
     t.add_argument("recipe", help="path to a recipe YAML (see recipes/)")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. beta=0.2 optim.lr=1e-5")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    t.add_argument(
+        "--overwrite", action="store_true", help="start afresh even if output_dir holds an earlier run"
+    )
     t.set_defaults(fn=_train)
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True)
@@ -67,17 +92,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("ALIGN_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Like `parse_args`, but `key=value` overrides may also follow options (`RECIPE --resume k=v`).
+
+    argparse fills a `nargs="*"` positional once, before the first option, and its intermixed mode
+    does not support subcommands; so overrides left over after an option are appended here.
+    """
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(a.startswith("-") for a in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def _setup_logging() -> None:
+    level = os.environ.get("ALIGN_LOG_LEVEL", "INFO").upper()
+    if not isinstance(logging.getLevelName(level), int):
+        raise AlignError(f"ALIGN_LOG_LEVEL={level!r} is not a logging level (DEBUG, INFO, WARNING, ERROR)")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_filter()  # after basicConfig: the filter goes on the handlers it created
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
+        _setup_logging()
         return args.fn(args)
     except AlignError as e:
-        label = "" if isinstance(e, Interrupted) else "error: "
-        print(f"align: {label}{e}", file=sys.stderr)
+        if not isinstance(e, Interrupted):
+            print(f"align: error: {redact(str(e))}", file=sys.stderr)
+        elif os.environ.get("RANK", "0") == "0":  # every rank stopped at the same step: say it once
+            print(f"align: {redact(str(e))}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:
+        print("align: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        print(redact(traceback.format_exc()).rstrip(), file=sys.stderr)
+        return 1

