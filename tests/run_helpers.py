@@ -68,3 +68,42 @@ def metric_steps(run_dir: Path) -> tuple[list[int], list[int]]:
     train = [r["step"] for r in rows if any(k.startswith("train/") for k in r)]
     evals = [r["step"] for r in rows if any(k.startswith("eval/") for k in r)]
     return train, evals
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_two(out: Path, *overrides: str, log: Path | None = None):
+    """`accelerate launch --multi_gpu --num_processes 2 -m align train tests/tiny.yaml` (a real gloo
+    group on CPU: align creates its Accelerator with cpu=True) as a background process."""
+    import subprocess
+    import sys
+
+    cmd = [
+        str(Path(sys.executable).parent / "accelerate"),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "align",
+        "train",
+        str(TINY),
+        f"output_dir={out}",
+        *overrides,
+    ]
+    handle = open(log or out.with_name(out.name + ".log"), "w")  # noqa: SIM115 - the process owns it
+    return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=align_env(), cwd=ROOT)

@@ -27,10 +27,12 @@ def test_embedded_model_answers_a_factual_question():
     assert tok.eos_token == tok.pad_token == "<|im_end|>"  # the trap the masks must avoid
     enc = tok.apply_chat_template(
         [{"role": "user", "content": "What is the capital of France?"}],
-        add_generation_prompt=True, return_tensors="pt", return_dict=True,
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
     )
     out = model.generate(**enc, max_new_tokens=12, do_sample=False)
-    assert "Paris" in tok.decode(out[0, enc["input_ids"].shape[1]:])
+    assert "Paris" in tok.decode(out[0, enc["input_ids"].shape[1] :])
 
 
 def test_tiny_model_is_seeded():

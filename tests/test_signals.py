@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 import torch
-from run_helpers import TINY, adapter, align_env, launch_tiny, max_abs_diff, metric_steps, run_tiny, wait_for
+from run_helpers import TINY, adapter, launch_tiny, launch_two, max_abs_diff, metric_steps, run_tiny, wait_for
 
 from align.checkpoint import list_checkpoints
 from align.interrupt import EXIT_ABORTED, EXIT_INTERRUPTED
@@ -87,43 +84,10 @@ def test_second_signal_stops_at_once_and_keeps_the_last_checkpoint(tmp_path):
         assert torch.load(ckpt / "optimizer.pt", weights_only=True)["state"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _launch_two(out: Path, *overrides: str) -> subprocess.Popen:
-    cmd = [
-        str(Path(sys.executable).parent / "accelerate"),
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        "-m",
-        "align",
-        "train",
-        str(TINY),
-        f"output_dir={out}",
-        "train.per_device_batch_size=2",
-        *overrides,
-    ]
-    log = open(out.with_name(out.name + ".log"), "w")  # noqa: SIM115
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=align_env())
-
-
 def test_two_process_sigterm_checkpoints_the_same_step_on_both_ranks(tmp_path):
     args = ("train.max_steps=24", "optim.lr=1e-2", "lora.dropout=0.0")
     out = tmp_path / "two"
-    proc = _launch_two(out, *args)
+    proc = launch_two(out, "train.per_device_batch_size=2", *args)
     assert wait_for(lambda: _trained_steps(out) >= 2, timeout=180)
     proc.send_signal(signal.SIGTERM)  # what a scheduler does to the launcher; it forwards to the ranks
     assert proc.wait(timeout=60) != 0
@@ -142,7 +106,7 @@ def test_two_process_sigterm_checkpoints_the_same_step_on_both_ranks(tmp_path):
 
 def test_killed_rank_takes_the_other_down_quickly(tmp_path):
     out = tmp_path / "two"
-    proc = _launch_two(out, "train.max_steps=400")
+    proc = launch_two(out, "train.per_device_batch_size=2", "train.max_steps=400")
     assert wait_for(lambda: _trained_steps(out) >= 2, timeout=180)
     workers = [
         p for p in psutil.Process(proc.pid).children(recursive=True) if "align" in " ".join(p.cmdline())
