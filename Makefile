@@ -7,7 +7,7 @@ STAMP   = $(VENV)/.installed
 .PHONY: quickstart test setup model lint bench clean
 
 quickstart: setup
-	$(BIN)/align train recipes/smollm2/dpo.yaml
+	$(BIN)/align train recipes/smollm2/dpo.yaml --overwrite  # an earlier quickstart run is kept as runs/smollm2-dpo.prev-<time>
 
 test: setup
 	$(BIN)/ruff check .
