@@ -1,4 +1,8 @@
-"""`align data inspect`: what the tokenized data looks like before a run spends time on it."""
+"""`align data inspect`: what the tokenized data looks like before a run spends time on it.
+
+It never stops at a bad record: it lists every reason with its count and first places, and still
+shows the counts, lengths and examples of the good records.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import torch
 
 from align.data.prepare import prepare
 from align.data.sources import FILE_SUFFIXES
+from align.data.tokenize import summarize
 from align.models import load_tokenizer
 from align.recipe import load_recipe
 
@@ -24,7 +29,9 @@ def _skipped(load_stats: dict) -> str:
     reasons = load_stats.get("skipped") or {}
     if not reasons:
         return "0"
-    detail = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+    detail = ", ".join(
+        f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
     return f"{sum(reasons.values())} ({detail})"
 
 
@@ -49,22 +56,41 @@ def _source_key(source: str) -> str:
     return "data.card"
 
 
+def _bad_records(load_stats: dict, on_bad_record: str) -> list[str]:
+    """Every reason with its count and first places: all the bad records at once, not the first."""
+    counts = load_stats.get("skipped") or {}
+    if not counts:
+        return []
+    verdict = (
+        "a training run stops on these (data.on_bad_record=skip skips and counts them)"
+        if on_bad_record == "error"
+        else "skipped (data.on_bad_record: skip)"
+    )
+    lines = [f"bad records: {sum(counts.values())}, {verdict}:"]
+    for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        shown = load_stats["examples"].get(reason, [])
+        lines.append(f"  {n} {reason}:")
+        lines += [f"    {message}" for _, message in shown]
+        if n > len(shown):
+            lines.append(f"    … and {n - len(shown)} more")
+    return lines
+
+
 def inspect(source: str, recipe_path: str | None, overrides: list[str]) -> str:
     key = _source_key(source)
     other = "data.path" if key == "data.card" else "data.card"
     recipe = load_recipe(recipe_path, [*overrides, f"{key}={source}", f"{other}="])
     d = recipe.data
     tok = load_tokenizer(recipe.model)
-    data = prepare(d, tok)
+    data = prepare(d, tok, strict=False)
     examples = data.train + data.eval
     lines = [
         f"source: {data.source}",
         f"records: read {data.load_stats['read']}, kept {data.load_stats['kept']}, skipped {_skipped(data.load_stats)}",
+        *_bad_records(data.load_stats, d.on_bad_record),
         f"examples: train {len(data.train)}, held-out {len(data.eval)}  (tokenizer of {recipe.model.name})",
         f"tokenization: max_length {d.max_length}, max_prompt_length {d.max_prompt_length}: "
-        f"{data.token_stats.get('prompt_truncated', 0)} prompts truncated, "
-        f"{data.token_stats.get('completion_truncated', 0)} completions truncated, "
-        f"{data.token_stats.get('dropped_empty_completion', 0)} dropped",
+        + summarize(data.token_stats),
         "token lengths:",
     ]
     for name, fn in (

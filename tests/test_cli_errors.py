@@ -82,7 +82,11 @@ def test_bad_record_names_file_line_and_field(tmp_path, capsys, no_model, bad, f
     code, out, err = run_cli(capsys, *train_args(tmp_path, data))
     assert code == 2
     line = error_line(err)
-    assert line.startswith(f"align: error: {data}: line 3: field '{field}': {reason}")
+    assert line == (
+        f"align: error: {data}: 1 bad record of 4 (1 {reason}); fix it, or set data.on_bad_record=skip "
+        "to skip and count bad records:"
+    )
+    assert f"\n  {data}: line 3: field '{field}': {reason}" in err
     assert "run directory" not in out
 
 
@@ -155,11 +159,13 @@ def test_data_inspect_card(capsys):
     m = re.search(r"examples: train (\d+), held-out (\d+)", out)
     assert m and int(m[1]) + int(m[2]) == 500 and int(m[2]) == 75  # heldout_fraction 0.15
     m = re.search(
-        r"max_length 64, max_prompt_length 40: (\d+) prompts truncated, (\d+) completions truncated, (\d+) dropped",
+        r"max_length 64, max_prompt_length 40: 500 records: (\d+) chat prompts lost older turns, (\d+) chat "
+        r"prompts had a turn's text cut, 0 plain prompts cut, (\d+) completions truncated; 0 dropped$",
         out,
+        re.M,
     )
     assert m, out
-    assert int(m[1]) > 0 and int(m[2]) > 0 and int(m[3]) == 0
+    assert int(m[1]) > 0 and int(m[2]) > 0 and int(m[3]) > 0
     for name in ("prompt", "chosen", "rejected", "prompt+longer"):
         assert re.search(rf"^  {re.escape(name)}\s+p50 \d+  p90 \d+  p99 \d+  max \d+$", out, re.M), name
     assert re.search(r"prompt\s+p50 \d+  p90 \d+  p99 \d+  max 40$", out, re.M)  # truncated to 40
@@ -179,7 +185,9 @@ def test_data_inspect_file_with_skips(tmp_path, capsys):
     assert code == 0, err
     assert f"source: {data}" in out
     assert "records: read 7, kept 6, skipped 1 (1 chosen == rejected)" in out
-    assert "0 prompts truncated, 0 completions truncated, 0 dropped" in out
+    assert "bad records: 1, skipped (data.on_bad_record: skip):\n  1 chosen == rejected:\n" in out
+    assert f"    {data}: line 7: field 'chosen': chosen == rejected" in out
+    assert "0 plain prompts cut, 0 completions truncated; 0 dropped" in out
 
 
 def test_data_inspect_missing_file_is_not_called_an_unknown_card(tmp_path, capsys):
@@ -351,3 +359,60 @@ def test_unexpected_exception_prints_traceback_and_exits_1(monkeypatch, capsys):
     assert code == 1
     assert err.startswith("Traceback (most recent call last):")
     assert err.rstrip().endswith("ZeroDivisionError: a bug, not a user error")
+# -- every bad record at once (issue 5, item 4) -------------------------------------------------
+
+
+def hh(i: int, answer: str) -> dict:
+    """Anthropic HH-RLHF style: whole transcripts, no prompt column; some final answers are empty."""
+    head = f"\n\nHuman: What is {i} plus 1?\n\nAssistant:"
+    return {"chosen": f"{head} It is {i + 1}.", "rejected": f"{head}{answer}"}
+
+
+def hh_corpus(tmp_path: Path) -> tuple[Path, list[int]]:
+    rows = [hh(i, "" if i % 3 == 1 else f" It is {i}.") for i in range(20)]
+    rows[2] = {"chosen": "It is 3.", "rejected": "It is 4."}  # not a transcript: no prompt at all
+    empty = [i + 1 for i in range(20) if i % 3 == 1]
+    return write_jsonl(tmp_path / "hh.jsonl", rows), empty
+
+
+def test_error_mode_scans_everything_then_reports_counts_and_first_places(tmp_path, capsys, no_model):
+    data, empty = hh_corpus(tmp_path)
+    code, out, err = run_cli(capsys, *train_args(tmp_path, data))
+    assert code == 2 and "Traceback" not in err
+    line = error_line(err)
+    assert line == (
+        f"align: error: {data}: 8 bad records of 20 (7 empty completion, 1 missing field); fix them, or set "
+        "data.on_bad_record=skip to skip and count bad records; the first 5:"
+    )
+    places = err[err.index(line) + len(line) :].strip("\n").splitlines()
+    missing = (
+        f"  {data}: line 3: field 'prompt': missing field: no prompt, and chosen/rejected are not "
+        "implicit-prompt transcripts (those need '\\n\\nAssistant:' turns)"
+    )
+    rejected = [f"  {data}: line {n}: field 'rejected': empty completion" for n in empty]
+    assert places[:5] == [rejected[0], missing, *rejected[1:4]]
+    assert places[5] == "  … and 3 more"
+
+
+def test_data_inspect_lists_every_bad_record_and_still_shows_the_good_ones(tmp_path, capsys):
+    data, empty = hh_corpus(tmp_path)
+    code, out, err = run_cli(capsys, "data", "inspect", str(data), "--recipe", TINY)
+    assert code == 0, err
+    assert "records: read 20, kept 12, skipped 8 (7 empty completion, 1 missing field)" in out
+    assert (
+        "bad records: 8, a training run stops on these (data.on_bad_record=skip skips and counts them):"
+        in out
+    )
+    assert "\n  7 empty completion:\n" in out and "\n  1 missing field:\n" in out
+    for n in empty[:5]:
+        assert f"\n    {data}: line {n}: field 'rejected': empty completion\n" in out
+    assert "\n    … and 2 more\n" in out
+    assert re.search(r"^examples: train \d+, held-out \d+", out, re.M)
+    assert "12 records: " in out and out.count("⟦masked: ") == 2
+
+
+def test_skip_mode_logs_counts_by_reason(tmp_path, capsys, caplog, no_model):
+    data, _ = hh_corpus(tmp_path)
+    with caplog.at_level(logging.INFO, logger="align"), pytest.raises(AssertionError, match="model loaded"):
+        main(train_args(tmp_path, data, "data.on_bad_record=skip"))
+    assert f"{data}: read 20, kept 12, skipped 7 empty completion, 1 missing field" in caplog.text

@@ -78,7 +78,7 @@ def test_offline_variable_fails_at_once_without_a_probe(hub, monkeypatch, var):
         t0 = time.monotonic()
         with pytest.raises(ModelError) as err:
             load_tokenizer(ModelConfig(HUB_ID))
-        assert time.monotonic() - t0 < 1
+        assert time.monotonic() - t0 < 2.5  # a probe of the silent server would take 3 s
     msg = str(err.value)
     assert msg.startswith(
         f"could not load model '{HUB_ID}': {var}=1 is set (offline mode), so the Hugging Face"
@@ -129,3 +129,16 @@ def test_cli_with_a_hub_id_and_the_hub_away_exits_2_in_seconds(hub, monkeypatch,
         f"align: error: model.name: could not load model '{HUB_ID}': the Hugging Face Hub is"
     )
     assert "unreachable" in line and "Offline alternatives: `model: smollm2-135m-instruct`" in line
+
+
+def test_cli_with_a_hub_dataset_and_the_hub_away_exits_2_in_seconds(hub, monkeypatch, capsys):
+    monkeypatch.setattr(align.train, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    hub(f"http://127.0.0.1:{closed_port()}")
+    t0 = time.monotonic()
+    code = main(["data", "inspect", "Anthropic/hh-rlhf"])
+    elapsed = time.monotonic() - t0
+    err = capsys.readouterr().err
+    assert code == 2 and elapsed < 10 and "Traceback" not in err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("align: error:")]
+    assert line.startswith("align: error: dataset 'Anthropic/hh-rlhf': the Hugging Face Hub is unreachable")
+    assert "save_to_disk" in line  # the offline alternatives for data

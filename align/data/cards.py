@@ -95,18 +95,22 @@ def load_card_records(
     card: DataCard,
     *,
     role: str = "train",
+    split: str | None = None,
     on_bad_record: OnBadRecord = "error",
     stats: LoadStats | None = None,
 ) -> tuple[list[PairRecord] | list[UnpairedRecord], LoadStats]:
-    """Load the records a card describes for `role` (e.g. train/eval), using its named split if any."""
-    split = card.splits.get(role)
+    """Load the records a card describes for `role` (e.g. train/eval): the source split named by
+    `split` (the recipe's data.split / data.eval_split) or else by the card, if any.
+
+    A split the source does not have fails with the splits it has (sources.py says which)."""
+    split = split or card.splits.get(role)
     if split is None and role != "train":
         names = ", ".join(card.splits) or "none"
         raise DataError(
             str(card.path),
             None,
             "splits",
-            f"card has no {role!r} split (has: {names}); use a held-out fraction",
+            f"card has no {role!r} split (has: {names}); set data.eval_split or use a held-out fraction",
         )
     load = load_pairs if card.format == "pairwise" else load_unpaired
     return load(card.source, columns=card.columns, split=split, on_bad_record=on_bad_record, stats=stats)

@@ -12,8 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from align.data.records import Message, PairRecord, Text, UnpairedRecord
-from align.errors import DataError
+from align.data.records import Message, PairRecord, RecordError, Text, UnpairedRecord, printable
 
 ROLES = ("system", "user", "assistant")
 HH_ASSISTANT = "\n\nAssistant:"
@@ -21,14 +20,7 @@ _HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):")
 _HH_ROLE = {"Human": "user", "Assistant": "assistant"}
 
 
-class RecordError(DataError):
-    """A bad record. `category` (e.g. 'empty completion') is what skip mode counts by."""
-
-    def __init__(
-        self, source: str, where: str | None, field: str | None, category: str, detail: str = ""
-    ) -> None:
-        super().__init__(source, where, field, f"{category}: {detail}" if detail else category)
-        self.category = category
+__all__ = ["RecordError", "parse_pair", "parse_unpaired"]  # RecordError lives in records.py
 
 
 class _Bad(Exception):
@@ -80,18 +72,38 @@ def _check_row(row: Any) -> None:
 
 
 def _present(row: Mapping[str, Any], column: str) -> Any:
-    value = row.get(column)
-    if value is None:
-        raise _Bad(column, "missing field", f"row has columns {', '.join(map(str, row)) or '(none)'}")
-    return value
+    if column not in row:
+        raise _Bad(column, "missing field", f"row has columns {_names(row)}")
+    if row[column] is None:
+        raise _Bad(column, "null field", "the value is null")
+    return row[column]
+
+
+def _names(row: Mapping[str, Any], limit: int = 8) -> str:
+    names = [repr(str(k)) for k in list(row)[: limit + 1]]
+    return ", ".join(names[:limit]) + (", …" if len(names) > limit else "") if names else "(none)"
 
 
 def _required(row: Mapping[str, Any], column: str) -> Text:
     value = _present(row, column)
-    if not isinstance(value, str | list):
+    if isinstance(value, str):
+        return _text(value, column)
+    if not isinstance(value, list):
         raise _Bad(
             column, "wrong type", f"expected a string or a list of messages, got {type(value).__name__}"
         )
+    return value
+
+
+def _text(value: str, field: str) -> str:
+    """Reject strings no tokenizer can take: lone surrogates (a JSON '\\ud800' escape) are not text."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise _Bad(
+                field, "invalid text", f"lone surrogate {value[err.start]!r} at character {err.start}"
+            ) from None
     return value
 
 
@@ -109,12 +121,18 @@ def _check_distinct(chosen: Text, rejected: Text, label: str) -> None:
         )
 
 
+_TEXT_LABELS = {"true": True, "false": False, "1": True, "0": False}
+
+
 def _label(value: Any, column: str) -> bool:
+    """bool, 0/1, or their text (a CSV column is read as text: 'True', 'false', '1')."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    raise _Bad(column, "bad label", f"expected true/false or 0/1, got {value!r}")
+    if isinstance(value, str) and value.strip().lower() in _TEXT_LABELS:
+        return _TEXT_LABELS[value.strip().lower()]
+    raise _Bad(column, "bad label", f"expected true/false or 0/1, got {printable(repr(value), 60)}")
 
 
 def _normalise(row: Mapping[str, Any], prompt_col: str, cols: list[str]) -> tuple[Text, list[Text]]:
@@ -122,13 +140,14 @@ def _normalise(row: Mapping[str, Any], prompt_col: str, cols: list[str]) -> tupl
     values = [_required(row, c) for c in cols]
     prompt = row.get(prompt_col)
     if prompt is None:
-        return _split_implicit(values, cols)
+        return _split_implicit(values, cols, prompt_col)
     if isinstance(prompt, str):
+        _text(prompt, prompt_col)
         if not prompt.strip():
             raise _Bad(prompt_col, "empty prompt")
         if all(isinstance(v, list) and _starts_with_prompt_turn(v) for v in values):
             # e.g. ultrafeedback_binarized: a prompt string plus full conversations in the completions
-            messages, completions = _split_implicit(values, cols)
+            messages, completions = _split_implicit(values, cols, prompt_col)
             if messages[-1]["content"] != prompt.strip():
                 raise _Bad(
                     prompt_col, "prompt mismatch", "does not match the last user turn of the conversations"
@@ -147,20 +166,23 @@ def _normalise(row: Mapping[str, Any], prompt_col: str, cols: list[str]) -> tupl
     )
 
 
-def _split_implicit(values: list[Text], cols: list[str]) -> tuple[list[Message], list[Text]]:
+def _split_implicit(values: list[Text], cols: list[str], prompt_col: str) -> tuple[list[Message], list[Text]]:
     """No prompt column: the prompt is the transcripts' shared prefix up to the last shared prompt turn.
 
     With one transcript (unpaired) that is everything before the final assistant answer.
     """
     if all(isinstance(v, str) for v in values):
+        if not all(HH_ASSISTANT in v for v in values):  # plain strings: the prompt column is missing
+            raise _Bad(
+                prompt_col,
+                "missing field",
+                f"no prompt, and {'/'.join(cols)} are not implicit-prompt transcripts "
+                "(those need '\\n\\nAssistant:' turns)",
+            )
         shared = os.path.commonprefix(values)
         cut = shared.rfind(HH_ASSISTANT)  # the char prefix may run into the answers' shared first words
         if cut < 0:
-            raise _Bad(
-                cols[0],
-                "no shared assistant marker",
-                "implicit-prompt transcripts need '\\n\\nAssistant:' turns",
-            )
+            raise _Bad(cols[0], "no shared prompt", "the transcripts share no turns before an answer")
         prompt = _hh_messages(values[0][:cut], cols[0])
         tails = [
             _hh_messages(HH_ASSISTANT + v[cut + len(HH_ASSISTANT) :], c)
@@ -203,14 +225,20 @@ def _messages(value: list, column: str) -> list[Message]:
                 at, "wrong type", f"expected a {{'role', 'content'}} message, got {type(message).__name__}"
             )
         for key in ("role", "content"):
-            if message.get(key) is None:
+            if key not in message:
                 raise _Bad(f"{at}.{key}", "missing field", "every message needs 'role' and 'content'")
+            if message[key] is None:
+                raise _Bad(f"{at}.{key}", "null field", "every message needs 'role' and 'content'")
         role, content = message["role"], message["content"]
-        if role not in ROLES:
-            raise _Bad(f"{at}.role", "unknown role", f"{role!r}; expected one of {', '.join(ROLES)}")
+        if not isinstance(role, str) or role not in ROLES:
+            raise _Bad(
+                f"{at}.role",
+                "unknown role",
+                f"{printable(repr(role), 60)}; expected one of {', '.join(ROLES)}",
+            )
         if not isinstance(content, str):
             raise _Bad(f"{at}.content", "wrong type", f"expected a string, got {type(content).__name__}")
-        out.append({"role": role, "content": content})
+        out.append({"role": role, "content": _text(content, f"{at}.content")})
     return out
 
 

@@ -6,14 +6,21 @@ do not look like a path, and its failure names the offline alternatives instead 
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from align.data.parse import RecordError, parse_pair, parse_unpaired
-from align.data.records import LoadStats, OnBadRecord, PairRecord, UnpairedRecord
+from align.data.parse import parse_pair, parse_unpaired
+from align.data.readers import READERS, Row, RowOrError, numbered
+from align.data.records import (
+    BadRecordsError,
+    LoadStats,
+    OnBadRecord,
+    PairRecord,
+    RecordError,
+    UnpairedRecord,
+)
 from align.errors import DataError
 
 log = logging.getLogger("align.data")
@@ -26,21 +33,18 @@ OFFLINE_HINT = (
     "or a directory written by datasets' Dataset.save_to_disk / DatasetDict.save_to_disk"
 )
 
-Row = dict[str, Any]
-# A row, or the error that replaced it (kept in the stream so skip mode can count it and go on).
-RowOrError = Row | RecordError
 T = TypeVar("T")
 
 
 def read_rows(
     path_or_name: str, *, split: str | None = None, base_dir: Path | None = None
 ) -> Iterator[tuple[str, Row]]:
-    """Yield (where, row) pairs; the source is resolved now, so a missing file fails at the call."""
+    """Yield (where, row) pairs, raising at the first bad row; a missing file fails at the call."""
     rows = _open(path_or_name, split, base_dir)
 
     def strict() -> Iterator[tuple[str, Row]]:
         for where, row in rows:
-            if isinstance(row, DataError):
+            if isinstance(row, RecordError):
                 raise row
             yield where, row
 
@@ -56,7 +60,8 @@ def load_pairs(
     stats: LoadStats | None = None,
     base_dir: Path | None = None,
 ) -> tuple[list[PairRecord], LoadStats]:
-    """Load preference pairs; with on_bad_record='skip' bad rows are counted by reason, not fatal."""
+    """Load preference pairs. Bad rows are counted by reason either way; with on_bad_record='error'
+    the whole source is still read, then one `BadRecordsError` reports them all."""
     return _load(source, parse_pair, PAIR_FIELDS, columns, split, on_bad_record, stats, base_dir)
 
 
@@ -92,22 +97,27 @@ def _load(
         raise DataError(source, None, "on_bad_record", f"expected 'error' or 'skip', got {on_bad_record!r}")
     stats = stats if stats is not None else LoadStats()
     records: list[T] = []
+    before = stats.bad
     for where, row in _open(source, split, base_dir):
         stats.read += 1
         try:
-            if isinstance(row, DataError):
+            if isinstance(row, RecordError):
                 raise row
             records.append(parse(row, source=source, where=where, columns=columns))
-        except DataError as err:
-            if on_bad_record == "error":
-                raise
-            stats.skip(getattr(err, "category", err.reason))
+        except RecordError as err:
+            stats.reject(err)
+            continue
+        except Exception as err:  # e.g. RecursionError comparing nested junk: one record, not the run
+            stats.reject(
+                RecordError(source, where, None, "unreadable record", f"{type(err).__name__}: {err}")
+            )
             continue
         stats.kept += 1
-    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(stats.skipped.items())) or "none"
-    log.info("%s: read %d, kept %d, skipped %s", source, stats.read, stats.kept, skipped)
+    log.info("%s: read %d, kept %d, skipped %s", source, stats.read, stats.kept, stats.counts_text())
     if stats.read and not stats.kept:
         log.warning("%s: every record was skipped", source)
+    if on_bad_record == "error" and stats.bad > before:
+        raise BadRecordsError(source, stats)
     return records, stats
 
 
@@ -117,7 +127,7 @@ def _open(name: str, split: str | None, base_dir: Path | None) -> Iterator[tuple
         return _dataset_rows(_load_hub(name, split))
     if path.is_dir():
         return _dataset_rows(_load_disk(path, name, split))
-    reader = _READERS.get(path.suffix.lower())
+    reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise DataError(
             name, None, None, f"unsupported file type {path.suffix!r}; use one of {', '.join(FILE_SUFFIXES)}"
@@ -139,76 +149,8 @@ def _local_path(name: str, base_dir: Path | None) -> Path | None:
     return None
 
 
-def _read_jsonl(path: Path, name: str) -> Iterator[tuple[str, RowOrError]]:
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                yield where, RecordError(name, where, None, "invalid JSON", str(err))
-                continue
-            yield where, row if isinstance(row, dict) else _not_object(name, where, row)
-
-
-def _read_json(path: Path, name: str) -> Iterator[tuple[str, RowOrError]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(name, None, None, f"invalid JSON: {err}") from None
-    if isinstance(data, dict) and isinstance(data.get("data"), list):
-        data = data["data"]
-    if not isinstance(data, list):
-        raise DataError(name, None, None, 'expected a JSON list of objects or {"data": [...]}')
-    for i, row in enumerate(data):
-        where = f"record {i}"
-        yield where, row if isinstance(row, dict) else _not_object(name, where, row)
-
-
-def _read_parquet(path: Path, name: str) -> Iterator[tuple[str, RowOrError]]:
-    import pyarrow.parquet as pq
-
-    try:
-        batches = pq.ParquetFile(path).iter_batches()
-    except Exception as err:  # pyarrow raises several types for corrupt files
-        raise DataError(name, None, None, f"cannot read parquet: {err}") from None
-    yield from _numbered(row for batch in batches for row in batch.to_pylist())
-
-
-def _read_csv(path: Path, name: str) -> Iterator[tuple[str, RowOrError]]:
-    import pandas as pd
-
-    try:
-        # na_filter=False keeps empty cells as "" so they report as empty, not as missing columns
-        frame = pd.read_csv(path, na_filter=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(name, None, None, f"cannot read CSV: {err}") from None
-    yield from _numbered(frame.to_dict("records"))
-
-
-def _numbered(rows: Iterable[Row]) -> Iterator[tuple[str, Row]]:
-    for i, row in enumerate(rows):
-        yield f"record {i}", row
-
-
-def _not_object(name: str, where: str, row: Any) -> RecordError:
-    return RecordError(
-        name, where, None, "not an object", f"expected a JSON object, got {type(row).__name__}"
-    )
-
-
-_READERS: dict[str, Callable[[Path, str], Iterator[tuple[str, RowOrError]]]] = {
-    ".jsonl": _read_jsonl,
-    ".json": _read_json,
-    ".parquet": _read_parquet,
-    ".csv": _read_csv,
-}
-
-
 def _dataset_rows(dataset: Any) -> Iterator[tuple[str, Row]]:
-    return _numbered(iter(dataset))
+    return numbered(iter(dataset))
 
 
 def _load_disk(path: Path, name: str, split: str | None) -> Any:
@@ -234,6 +176,9 @@ def _load_disk(path: Path, name: str, split: str | None) -> Any:
 def _load_hub(name: str, split: str | None) -> Any:
     import datasets
 
+    from align.offline import require_hub
+
+    require_hub(f"dataset {name!r}", OFFLINE_HINT.removeprefix("offline alternatives: "))
     try:
         return datasets.load_dataset(name, split=split or "train")
     except Exception as err:  # datasets/hub raise many types; all end the same way for the user

@@ -138,7 +138,7 @@ def test_implicit_message_lists_with_shared_first_answer_cut_back_to_user() -> N
     ("row", "field", "category"),
     [
         ({"prompt": "q", "rejected": "b"}, "chosen", "missing field"),
-        ({"prompt": "q", "chosen": "a", "rejected": None}, "rejected", "missing field"),
+        ({"prompt": "q", "chosen": "a", "rejected": None}, "rejected", "null field"),
         ({"prompt": "q", "chosen": 3, "rejected": "b"}, "chosen", "wrong type"),
         ({"prompt": 3, "chosen": "a", "rejected": "b"}, "prompt", "wrong type"),
         ({"prompt": "q", "chosen": "  \n", "rejected": "b"}, "chosen", "empty completion"),
@@ -190,8 +190,13 @@ def test_implicit_message_lists_with_shared_first_answer_cut_back_to_user() -> N
         ({"chosen": "text a", "rejected": [bot("b")]}, "rejected", "mixed formats"),
         (
             {"chosen": "Human: q\n\nAnswer: a", "rejected": "Human: q\n\nAnswer: b"},
+            "prompt",
+            "missing field",
+        ),
+        (
+            {"chosen": "\n\nHuman: q\n\nAssistant: a", "rejected": "\n\nHuman: r\n\nAssistant: b"},
             "chosen",
-            "no shared assistant marker",
+            "no shared prompt",
         ),
         (
             {"chosen": "intro\n\nHuman: q\n\nAssistant: a", "rejected": "intro\n\nHuman: q\n\nAssistant: b"},
@@ -247,7 +252,12 @@ def test_unpaired_labels(raw: object, label: bool) -> None:
     assert (rec.prompt, rec.completion, rec.label, rec.origin) == ("q", "a", label, "kto.jsonl:record 3")
 
 
-@pytest.mark.parametrize("raw", ["true", "false", 2, 0.5, None])
+@pytest.mark.parametrize(("raw", "label"), [("true", True), (" False", False), ("1", True), ("0", False)])
+def test_unpaired_text_labels_as_read_from_csv(raw: str, label: bool) -> None:
+    assert unpaired({"prompt": "q", "completion": "a", "label": raw}).label is label
+
+
+@pytest.mark.parametrize("raw", ["yes", "2", 2, 0.5, None])
 def test_unpaired_bad_labels(raw: object) -> None:
     with pytest.raises(DataError, match=r"kto\.jsonl: record 3: field 'label'"):
         unpaired({"prompt": "q", "completion": "a", "label": raw})

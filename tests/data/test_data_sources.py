@@ -85,7 +85,7 @@ def test_json_list_and_data_key(tmp_path: Path) -> None:
     for name in ("a.json", "b.json"):
         records, _ = load_pairs(name, base_dir=tmp_path)
         assert [r.chosen for r in records] == ["c0", "c1", "c2"]
-        assert records[2].origin == f"{name}:record 2"
+        assert records[2].origin == f"{name}:record 3"  # 1-based, like every position
     (tmp_path / "c.json").write_text(json.dumps({"rows": ROWS}))
     with pytest.raises(DataError, match="expected a JSON list"):
         load_pairs(str(tmp_path / "c.json"))
@@ -132,7 +132,7 @@ def test_save_to_disk_dataset_and_dataset_dict(tmp_path: Path) -> None:
 
     datasets.Dataset.from_list(ROWS).save_to_disk(str(tmp_path / "single"))
     records, _ = load_pairs(str(tmp_path / "single"))
-    assert [r.prompt for r in records] == ["p0", "p1", "p2"] and records[1].origin.endswith(":record 1")
+    assert [r.prompt for r in records] == ["p0", "p1", "p2"] and records[1].origin.endswith(":row 2")
 
     dd = datasets.DatasetDict(
         {"train": datasets.Dataset.from_list(ROWS[:2]), "test": datasets.Dataset.from_list(ROWS[2:])}
@@ -195,4 +195,4 @@ def test_hub_dataset_is_iterated_with_record_numbers(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(datasets, "load_dataset", fake)
     records, _ = load_pairs("org/ds", split="validation")
-    assert calls == [("org/ds", "validation")] and records[2].origin == "org/ds:record 2"
+    assert calls == [("org/ds", "validation")] and records[2].origin == "org/ds:row 3"

@@ -162,36 +162,36 @@ def test_no_sequence_starts_with_two_bos(tok):
             assert ids[:2] != [tok.bos_token_id, tok.bos_token_id], rec.origin
 
 
-def test_truncation_prompt_left_keeps_bos_completion_right(tok):
-    long_prompt = [
-        U("Tell me about the moon. " * 10),
-        A("The moon orbits the earth. " * 10),
-        U("What is 7 times 6?"),
-    ]
+def test_truncation_drops_old_turns_then_cuts_completion_right(tok):
+    question = U("What is 7 times 6?")
+    long_prompt = [U("Tell me about the moon. " * 10), A("The moon orbits the earth. " * 10), question]
     chosen = [A("Seven times six is forty-two, which you can check by adding seven six times.")]
     rejected = [A("43")]
-    full_tk = make(tok)
-    full = full_tk.pair(PairRecord(long_prompt, chosen, rejected, origin="t:line 1"))
-    p0, c0, r0 = full["prompt_ids"], full["chosen_ids"], full["rejected_ids"]
-    assert len(p0) > 40 and len(c0) > 12 and len(r0) < 8
+    full = make(tok).pair(PairRecord(long_prompt, chosen, rejected, origin="t:line 1"))
+    c0, r0 = full["chosen_ids"], full["rejected_ids"]
+    assert len(full["prompt_ids"]) > 100 and len(c0) > 12 and len(r0) < 8
 
-    tk = make(tok, max_length=40, max_prompt_length=30)
+    tk = make(tok, max_length=50, max_prompt_length=40)
     ex = tk.pair(PairRecord(long_prompt, chosen, rejected, origin="t:line 1"))
     p, c, r = ex["prompt_ids"], ex["chosen_ids"], ex["rejected_ids"]
-    # prompt: left-truncated to max_prompt_length, leading BOS kept, the end (generation prompt) intact
-    assert len(p) == 30
-    assert p[0] == tok.bos_token_id and p[1:] == p0[-29:]
-    assert tok.decode(p).endswith("What is 7 times 6?<|im_end|>\n<|im_start|>assistant\n")
+    # the old exchange is gone as a whole; what is left is exactly the template's rendering of the question
+    assert p == list(
+        tok.apply_chat_template([question], add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
+    )
+    assert len(p) == 38
     # chosen: right-truncated to fit max_length, so it ends mid-answer with no EOS
-    assert len(p) + len(c) == 40 and c == c0[:10]
+    assert len(p) + len(c) == 50 and c == c0[:12]
     assert tok.eos_token_id not in c
-    assert tok.decode(c) == tok.decode(c0[:10])
     # rejected fits: untouched, still ends with EOS
     assert r == r0 and r[-1] == tok.eos_token_id
     counts = tk.stats.counts
-    assert counts["records"] == 1 and counts["prompt_truncated"] == 1 and counts["completion_truncated"] == 1
-    assert counts["dropped_empty_completion"] == 0
-    assert "1 prompts truncated, 1 completions truncated, 0 dropped" in tk.stats.summary()
+    assert counts == {"records": 1, "prompt_turns_dropped": 1, "completion_truncated": 1}
+    assert tk.stats.summary() == (
+        "1 records: 1 chat prompts lost older turns, 0 chat prompts had a turn's text cut, "
+        "0 plain prompts cut, 1 completions truncated; 0 dropped"
+    )
 
 
 def test_plain_prompt_without_bos_truncated_from_left(tok):
@@ -201,7 +201,27 @@ def test_plain_prompt_without_bos_truncated_from_left(tok):
     ex = tk.pair(PairRecord(prompt, " thirteen", " fourteen", origin="p:1"))
     assert ex["prompt_ids"] == p0[-5:]
     assert tok.decode(ex["prompt_ids"]).strip().endswith("twelve")
-    assert tk.stats.counts["prompt_truncated"] == 1 and tk.stats.counts["completion_truncated"] == 0
+    assert tk.stats.counts == {"records": 1, "prompt_tokens_cut": 1}
+
+
+def test_plain_prompt_starting_with_bos_text_is_not_glued_to_its_tail(tok):
+    """SmolLM2 adds no BOS to text, so a cut plain prompt does not keep the leading <|im_start|>."""
+    prompt = "<|im_start|>user\n" + "one two three four five six seven eight nine ten"
+    tk = make(tok, max_length=12, max_prompt_length=5)
+    assert tk.plain_bos is False
+    ex = tk.pair(PairRecord(prompt, " eleven", " twelve", origin="p:1"))
+    assert (
+        tok.bos_token_id not in ex["prompt_ids"]
+        and tok.decode(ex["prompt_ids"]) == " six seven eight nine ten"
+    )
+
+
+def test_bos_adding_tokenizer_keeps_bos_when_cutting_plain_prompts(tok):
+    tk = make(_BosAddingTokenizer(tok), max_length=12, max_prompt_length=5)
+    assert tk.plain_bos is True
+    ex = tk.pair(PairRecord("one two three four five six seven eight", " nine", " ten", origin="p:1"))
+    p = ex["prompt_ids"]
+    assert len(p) == 5 and p[0] == tok.bos_token_id and tok.decode(p[1:]) == " five six seven eight"
 
 
 def test_empty_completion_is_dropped_and_counted(tok):
@@ -209,18 +229,32 @@ def test_empty_completion_is_dropped_and_counted(tok):
     # prompt alone fills max_length; force that to exercise the drop (zero-token completions are NaN).
     tk = make(tok, max_length=512, max_prompt_length=256)
     tk.config = TokenizeConfig(max_length=8, max_prompt_length=8)
-    rec = PairRecord(
-        [U("A question long enough to fill eight tokens by itself.")], [A("yes")], [A("no")], "d:1"
-    )
-    assert tk.pair(rec) is None
-    assert tk.unpaired(UnpairedRecord(rec.prompt, [A("yes")], True, "d:2")) is None
+    prompt = "A question long enough to fill eight tokens by itself."
+    assert tk.pair(PairRecord(prompt, " yes", " no", "d:1")) is None
+    assert tk.unpaired(UnpairedRecord(prompt, " yes", True, "d:2")) is None
     assert tk.stats.counts["dropped_empty_completion"] == 2
-    assert "2 dropped" in tk.stats.summary()
+    assert "; 2 dropped (2 completion empty after truncation)" in tk.stats.summary()
     # a short prompt still leaves room
     tk.config = TokenizeConfig(max_length=40, max_prompt_length=8)
     ex = tk.pair(PairRecord("hi", " yes", " no", "d:3"))
     assert ex is not None and ex["chosen_ids"][-1] == tok.eos_token_id
     assert tk.stats.counts["dropped_empty_completion"] == 2
+
+
+def test_pair_identical_after_truncation_is_dropped_and_counted(tok):
+    tk = make(tok, max_length=50, max_prompt_length=40)
+    prompt = [U("What is 7 times 6?")]  # 38 tokens: 12 left for the completions
+    same_start = "The answer is forty-two, and here is a long explanation of why that is"
+    rec = PairRecord(prompt, [A(same_start + " so.")], [A(same_start + " not so.")], "d:1")
+    assert tk.pair(rec) is None
+    assert tk.stats.counts == {
+        "records": 1,
+        "completion_truncated": 2,
+        "dropped_identical_after_truncation": 1,
+    }
+    assert "1 dropped (1 chosen == rejected after truncation)" in tk.stats.summary()
+    # with room for the difference the pair is kept
+    assert make(tok, max_length=80, max_prompt_length=40).pair(rec) is not None
 
 
 def test_unpaired_shares_the_invariants(tok):
@@ -255,7 +289,10 @@ def test_conversational_record_without_any_template_names_the_record(no_template
     with pytest.raises(DataError) as err:
         tk.pair(rec)
     msg = str(err.value)
-    assert "prefs.jsonl:line 7" in msg and "field 'prompt'" in msg and "chat_template: chatml" in msg
+    assert (
+        msg.startswith("prefs.jsonl: line 7: field 'prompt': no chat template")
+        and "chat_template: chatml" in msg
+    )
     assert "\n" not in msg
     # plain records need no template
     ex = tk.pair(PairRecord("Q: hi\nA:", " hello", " bye", origin="prefs.jsonl:line 8"))
