@@ -53,12 +53,16 @@ def error_line(err: str) -> str:
     return lines[0]
 
 
+class ModelLoaded(BaseException):
+    """Raised where the model would load; a BaseException, so the CLI's catch-all (exit 1) lets it through."""
+
+
 @pytest.fixture
 def no_model(monkeypatch):
     """Data errors must surface before the model is loaded."""
 
     def boom(*args, **kwargs):
-        raise AssertionError("model loaded before the data was validated")
+        raise ModelLoaded("model loaded before the data was validated")
 
     monkeypatch.setattr(align.train, "load_model", boom)
     monkeypatch.setattr(align.models, "load_model", boom)
@@ -413,6 +417,6 @@ def test_data_inspect_lists_every_bad_record_and_still_shows_the_good_ones(tmp_p
 
 def test_skip_mode_logs_counts_by_reason(tmp_path, capsys, caplog, no_model):
     data, _ = hh_corpus(tmp_path)
-    with caplog.at_level(logging.INFO, logger="align"), pytest.raises(AssertionError, match="model loaded"):
+    with caplog.at_level(logging.INFO, logger="align"), pytest.raises(ModelLoaded, match="model loaded"):
         main(train_args(tmp_path, data, "data.on_bad_record=skip"))
     assert f"{data}: read 20, kept 12, skipped 7 empty completion, 1 missing field" in caplog.text

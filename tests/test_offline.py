@@ -140,5 +140,5 @@ def test_cli_with_a_hub_dataset_and_the_hub_away_exits_2_in_seconds(hub, monkeyp
     err = capsys.readouterr().err
     assert code == 2 and elapsed < 10 and "Traceback" not in err
     (line,) = [ln for ln in err.splitlines() if ln.startswith("align: error:")]
-    assert line.startswith("align: error: dataset 'Anthropic/hh-rlhf': the Hugging Face Hub is unreachable")
+    assert line.startswith("align: error: Anthropic/hh-rlhf: the Hugging Face Hub is unreachable")
     assert "save_to_disk" in line  # the offline alternatives for data

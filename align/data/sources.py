@@ -176,14 +176,18 @@ def _load_disk(path: Path, name: str, split: str | None) -> Any:
 def _load_hub(name: str, split: str | None) -> Any:
     import datasets
 
-    from align.offline import require_hub
+    from align.offline import unreachable_reason
 
-    require_hub(f"dataset {name!r}", OFFLINE_HINT.removeprefix("offline alternatives: "))
+    # Probed once, in seconds; when the Hub is away the process is in offline mode from here on,
+    # so a dataset in the local cache still loads and any other fails at once instead of retrying.
+    away = unreachable_reason()
     try:
         return datasets.load_dataset(name, split=split or "train")
     except Exception as err:  # datasets/hub raise many types; all end the same way for the user
         text = f"{type(err).__name__}: {err}"
-        if isinstance(err, OSError) or any(w in text.lower() for w in ("offline", "connect", "reach")):
+        if away:
+            reason = f"{away}, and the dataset is not in the local cache; {OFFLINE_HINT}"
+        elif isinstance(err, OSError) or any(w in text.lower() for w in ("offline", "connect", "reach")):
             reason = f"the Hugging Face Hub is unreachable ({text}); {OFFLINE_HINT}"
         else:
             reason = f"could not load dataset ({text}); {OFFLINE_HINT}"

@@ -247,7 +247,7 @@ def csv_corpora(draw: st.DrawFn, path: Path) -> Corpus:
         elif junk == "utf-8":
             cells[draw(st.integers(0, len(cells) - 1))] += INVALID
         else:
-            if junk == "number" and columns[0] == "prompt":  # read as text: "007" stays "007"
+            if junk == "number" and columns[0] == "prompt" and not is_bad:  # text: "007" stays "007"
                 cells[0] = draw(st.sampled_from(["42", "1e3", "-0.5", "007", "True"]))
             junk = "none"
         start = out.tell()
