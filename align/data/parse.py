@@ -140,14 +140,16 @@ def _normalise(row: Mapping[str, Any], prompt_col: str, cols: list[str]) -> tupl
     values = [_required(row, c) for c in cols]
     prompt = row.get(prompt_col)
     if prompt is None:
-        return _split_implicit(values, cols, prompt_col)
+        return _split_implicit(
+            values, cols, prompt_col, "null field" if prompt_col in row else "missing field"
+        )
     if isinstance(prompt, str):
         _text(prompt, prompt_col)
         if not prompt.strip():
             raise _Bad(prompt_col, "empty prompt")
         if all(isinstance(v, list) and _starts_with_prompt_turn(v) for v in values):
             # e.g. ultrafeedback_binarized: a prompt string plus full conversations in the completions
-            messages, completions = _split_implicit(values, cols, prompt_col)
+            messages, completions = _split_implicit(values, cols, prompt_col, "")
             if messages[-1]["content"] != prompt.strip():
                 raise _Bad(
                     prompt_col, "prompt mismatch", "does not match the last user turn of the conversations"
@@ -166,16 +168,20 @@ def _normalise(row: Mapping[str, Any], prompt_col: str, cols: list[str]) -> tupl
     )
 
 
-def _split_implicit(values: list[Text], cols: list[str], prompt_col: str) -> tuple[list[Message], list[Text]]:
-    """No prompt column: the prompt is the transcripts' shared prefix up to the last shared prompt turn.
+def _split_implicit(
+    values: list[Text], cols: list[str], prompt_col: str, no_prompt: str
+) -> tuple[list[Message], list[Text]]:
+    """No prompt: the prompt is the transcripts' shared prefix up to the last shared prompt turn.
 
-    With one transcript (unpaired) that is everything before the final assistant answer.
+    With one transcript (unpaired) that is everything before the final assistant answer. Strings
+    that are not transcripts mean the prompt is what is wrong: `no_prompt` ('missing field' or
+    'null field') says how it is absent.
     """
     if all(isinstance(v, str) for v in values):
-        if not all(HH_ASSISTANT in v for v in values):  # plain strings: the prompt column is missing
+        if not all(HH_ASSISTANT in v for v in values):
             raise _Bad(
                 prompt_col,
-                "missing field",
+                no_prompt,
                 f"no prompt, and {'/'.join(cols)} are not implicit-prompt transcripts "
                 "(those need '\\n\\nAssistant:' turns)",
             )

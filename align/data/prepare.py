@@ -145,10 +145,10 @@ def prepare(data, tokenizer, accelerator=None, *, strict: bool = True) -> Prepar
     if accelerator is not None:
         accelerator.wait_for_everyone()
     cached = json.loads(path.read_text())
-    for args in cached["bad"]:  # records the tokenizer rejected are bad records like any other
+    for args in cached.get("bad", []):  # records the tokenizer rejected are bad records like any other
         stats.kept -= 1
         stats.reject(RecordError(*args))
-    if cached["bad"]:
+    if cached.get("bad"):
         log.info(
             "%s: %d more bad records found by tokenizing; in all: %s",
             data_source,

@@ -191,11 +191,12 @@ class Tokenizer:
                 return fitted, fitted_ids
             rest, ids = rest[2:], shorter_ids
         # only the last user turn is left and, with the system message, it does not fit
+        bases = [system, []] if system else [[]]  # ids is the rendering of bases[0] + rest
         options = []
-        for base in ([], system) if system else ([],):
-            cut = self._cut_first(base, rest, ids if base is system else None, origin)
-            if cut is not None:
-                options.append((cut[2], base is system, cut))
+        for base in bases:
+            cut = self._cut_first(base, rest, ids if base is bases[0] else None, origin)
+            if cut is not None:  # (tokens of the question kept, system kept, the cut)
+                options.append((cut[2], bool(base), cut))
         if not options:
             events["dropped_prompt_too_long"] += 1
             return None
