@@ -32,6 +32,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from align.errors import AlignError
+from align.ranks import any_rank
 from align.secrets import redact
 
 log = logging.getLogger("align.checkpoint")
@@ -211,14 +212,6 @@ def _load_rng(path: Path) -> None:
 # -- writing with every rank agreeing ------------------------------------------------------------
 
 
-def _agree(accelerator, ok: bool) -> bool:
-    """True when every rank succeeded. A bare barrier would hang when one rank failed and left."""
-    if accelerator.num_processes == 1:
-        return ok
-    flag = torch.tensor([0.0 if ok else 1.0], device=accelerator.device)
-    return float(accelerator.reduce(flag, reduction="sum").item()) == 0.0
-
-
 def _on_all_ranks(accelerator, action: Callable[[], None], what: str, cleanup: Path | None) -> None:
     """Run `action` (an I/O phase); if it failed on any rank, remove `cleanup` and raise everywhere."""
     err: Exception | None = None
@@ -226,7 +219,7 @@ def _on_all_ranks(accelerator, action: Callable[[], None], what: str, cleanup: P
         action()
     except (OSError, RuntimeError, SafetensorError) as e:  # torch.save/safetensors wrap ENOSPC
         err = e
-    if _agree(accelerator, err is None):
+    if not any_rank(torch.tensor([err is not None], device=accelerator.device))[0]:
         return
     if cleanup is not None and accelerator.is_main_process:
         shutil.rmtree(cleanup, ignore_errors=True)

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from align.objectives.types import SeqLogps
+from align.ranks import any_rank
 
 log = logging.getLogger("align.logprobs")
 
@@ -179,7 +180,7 @@ class SequenceScorer(nn.Module):
             call.train(was_training)
         lm = _causal_lm(self.model)
         tol = _tolerance(self._logits_dtype, lm.get_output_embeddings().weight.dtype)
-        ok = _all_ranks_agree([e <= tol for e in errors], want.sum.device)
+        ok = [not bad for bad in any_rank(torch.tensor([e > tol for e in errors], device=want.sum.device))]
         if not ok[0]:
             self.fast = self.share_prompt = False
         elif len(ok) > 1 and not ok[1]:
@@ -200,15 +201,6 @@ def _per_token_error(got: SeqLogps, want: SeqLogps) -> float:
     """Mean |Δ sequence log-prob| per completion token over the batch (pooled: short completions
     alone would make rounding noise look large)."""
     return float((got.sum - want.sum).abs().sum() / want.n_tokens.sum().clamp(min=1))
-
-
-def _all_ranks_agree(flags: list[bool], device: torch.device) -> list[bool]:
-    """AND each flag over all processes, so every rank takes the same path."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return flags
-    t = torch.tensor([int(f) for f in flags], device=device)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
-    return [bool(v) for v in t.tolist()]
 
 
 def _per_sequence(tok: torch.Tensor, sel: torch.Tensor) -> SeqLogps:

@@ -33,6 +33,7 @@ from align.errors import Interrupted, TrainingError
 from align.interrupt import StopRequest
 from align.methods import mean_metrics
 from align.objectives.types import ObjectiveOutput
+from align.ranks import any_rank
 
 log = logging.getLogger("align.loop")
 
@@ -155,16 +156,6 @@ class Window:
         return out
 
 
-def _step_flags(acc, bad: torch.Tensor, stop: bool) -> tuple[bool, bool]:
-    """One small all-reduce per optimizer step: did any rank see a non-finite loss/gradient, and
-    did any rank get a stop signal? Every rank then takes the same branch."""
-    flags = torch.stack([bad.float().reshape(()), torch.tensor(float(stop), device=bad.device)])
-    if acc.num_processes > 1:
-        flags = acc.reduce(flags, reduction="sum")
-    bad_any, stop_any = flags.tolist()
-    return bad_any > 0, stop_any > 0
-
-
 def train(parts: LoopParts, state: TrainState) -> TrainState:
     """Run optimizer steps until `state.total_steps`; raises `Interrupted` after a clean stop and
     `TrainingError` after `max_bad_steps` consecutive non-finite steps."""
@@ -204,7 +195,10 @@ def train(parts: LoopParts, state: TrainState) -> TrainState:
             finite = torch.isfinite(loss_sum) & torch.isfinite(
                 torch.as_tensor(grad_norm, device=loss_sum.device)
             )
-            bad, stop_now = _step_flags(acc, ~finite, stop.requested)
+            # one all-reduce per step: every rank skips, and stops, at the same step
+            bad, stop_now = any_rank(
+                torch.stack([~finite, torch.tensor(stop.requested, device=finite.device)])
+            )
             if bad:
                 bad_run += 1
                 state.skipped_steps += 1

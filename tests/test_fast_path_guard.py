@@ -9,8 +9,9 @@ import pytest
 import torch
 from model_helpers import lora_grads, naive_logps, nontrivial_lora, random_pairs, tiny_causal_lm
 
-from align.logprobs import SequenceScorer, _all_ranks_agree
+from align.logprobs import SequenceScorer
 from align.models import tiny_model
+from align.ranks import any_rank
 
 
 @pytest.fixture
@@ -63,7 +64,7 @@ def test_verify_through_a_ddp_wrapper(batch, tmp_path):
 def _agree_worker(rank: int, store: str, out: str) -> None:
     torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     flags = [True, rank == 0]  # rank 1 saw the second path disagree, rank 0 did not
-    decision = _all_ranks_agree(flags, torch.device("cpu"))
+    decision = [not bad for bad in any_rank(torch.tensor([not f for f in flags]))]
     torch.save(decision, f"{out}.{rank}")
     torch.distributed.destroy_process_group()
 
