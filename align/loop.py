@@ -192,17 +192,27 @@ def train(parts: LoopParts, state: TrainState) -> TrainState:
                 outputs.append(out)
             grad_norm = acc.clip_grad_norm_(params, clip)
             loss_sum = torch.stack([o.loss.detach().float().sum() for o in outputs]).sum()
-            finite = torch.isfinite(loss_sum) & torch.isfinite(
-                torch.as_tensor(grad_norm, device=loss_sum.device)
-            )
+            grad_ok = torch.isfinite(torch.as_tensor(grad_norm, device=loss_sum.device))
             # one all-reduce per step: every rank skips, and stops, at the same step
-            bad, stop_now = any_rank(
-                torch.stack([~finite, torch.tensor(stop.requested, device=finite.device)])
+            bad_loss, bad_grad, stop_now = any_rank(
+                torch.stack(
+                    [~torch.isfinite(loss_sum), ~grad_ok, torch.tensor(stop.requested, device=grad_ok.device)]
+                )
             )
-            if bad:
+            bad = bad_loss or bad_grad
+            if bad and not bad_loss and acc.scaler is not None:
+                # fp16 loss-scale overflow: routine while the scale settles. The scaler's step skips
+                # the update and lowers the scale; not a bad step.
+                parts.optimizer.step()
+                log.info(
+                    "step %d: fp16 gradient overflow; update skipped, loss scale lowered", state.step + 1
+                )
+            elif bad:
                 bad_run += 1
                 state.skipped_steps += 1
                 _report_bad_step(parts, state, indices, bad_run)
+                if acc.scaler is not None:
+                    acc.scaler.update()  # clears its per-step unscale state (the next step would refuse)
             else:
                 bad_run = 0
                 parts.optimizer.step()

@@ -46,10 +46,10 @@ def load_tokenizer(spec: ModelConfig):
 
 
 def load_model(spec: ModelConfig, seed: int = 0):
-    """Load the base causal LM (no adapter)."""
+    """Load the base causal LM (no adapter); `spec.dtype` "auto" (unresolved) loads float32."""
     from transformers import AutoModelForCausalLM
 
-    dtype = _DTYPES[spec.dtype]
+    dtype = _DTYPES.get(spec.dtype, torch.float32)
     if spec.name == TINY_NAME:
         return tiny_model(seed=seed, dtype=dtype)
     path = _resolve_path(spec)

@@ -67,7 +67,9 @@ EVERY = f"[0, {INT_MAX}]"  # a period in steps, 0 = off
 @dataclass
 class ModelConfig:
     name: str = "smollm2-135m-instruct"  # embedded default, a local dir, or a hub id
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = (
+        "auto"  # frozen base weights; auto: per precision
+    )
     trust_remote_code: bool = False
     revision: str | None = None
     gradient_checkpointing: bool = False
@@ -155,6 +157,7 @@ class Recipe:
     seed: int = ranged(0, "[0, 4294967295]")  # numpy's seed range
     resume: bool | Literal["auto"] = False
     cpu: bool | None = None  # None: use CUDA when present
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # see align/precision.py
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from align import precision
 from align.checkpoint import dumps_json, git_sha, package_versions, save_adapter, write_text_atomic
 from align.data.batches import BatchPlan, collate_pairs
 from align.data.prepare import PreparedData, prepare
@@ -23,6 +24,7 @@ from align.logprobs import SequenceScorer
 from align.loop import EvalSet, LoopParts, evaluate, train, write_metrics
 from align.methods import build_method
 from align.models import add_lora, disable_dropout, load_model, load_tokenizer
+from align.precision import Precision
 from align.recipe import Recipe, dump_recipe
 from align.reference import AdapterOffReference, MemoReference, precompute, reference_cache_key
 from align.run_dir import (
@@ -38,9 +40,10 @@ from align.secrets import redact_obj
 log = logging.getLogger("align.train")
 
 
-def make_accelerator(r: Recipe):
+def make_accelerator(r: Recipe, prec: Precision):
     """`cpu=True` when CUDA is absent: otherwise a multi-process CPU launch silently trains
-    unsynchronised copies (each process believes it is alone)."""
+    unsynchronised copies (each process believes it is alone). The precision is passed explicitly
+    (already reconciled with the launcher's, see align/precision.py)."""
     from accelerate import Accelerator
 
     cpu = r.cpu if r.cpu is not None else not torch.cuda.is_available()
@@ -50,7 +53,16 @@ def make_accelerator(r: Recipe):
             log.warning("log.trackers: %s asked for but not installed; skipping it", t)
             continue
         trackers.append(t)
-    return Accelerator(cpu=cpu, log_with=trackers or None, project_dir=r.output_dir)
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != prec.mixed_precision:
+        # An earlier run in this process fixed another precision; Accelerate would refuse. Reset
+        # its per-run state only (the process group, PartialState, stays).
+        AcceleratorState._reset_state()
+    return Accelerator(
+        cpu=cpu, mixed_precision=prec.mixed_precision, log_with=trackers or None, project_dir=r.output_dir
+    )
 
 
 def _scheduler(r: Recipe, optimizer, total: int):
@@ -75,7 +87,9 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
 
     preflight.check(r)  # before anything loads: output_dir, LoRA target modules, attention (cached)
     run_dir = Path(r.output_dir)
-    accelerator = make_accelerator(r)
+    prec = precision.from_recipe(r)
+    model_spec = replace(r.model, dtype=prec.base_dtype)  # "auto" resolved: loading and cache keys
+    accelerator = make_accelerator(r, prec)
     set_seed(r.seed)
     main = accelerator.is_main_process
     do_resume = bool(r.resume if resume is None else resume)
@@ -101,7 +115,7 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
         log.info("%s already finished %d steps; nothing to resume", run_dir, done["steps"])
         return {**done, "complete": True, "accelerator": accelerator}
 
-    base = load_model(r.model, seed=r.seed)
+    base = load_model(model_spec, seed=r.seed)
     if r.model.disable_dropout:  # the base's dropout only (LoRA's stays): a deterministic reference
         disable_dropout(base)
     peft_model = add_lora(base, r.lora)
@@ -136,7 +150,7 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     ref_train = ref_eval = live_ref
     if r.reference == "precompute":
         tokenize = {k: getattr(r.data, k) for k in ("max_length", "max_prompt_length", "chat_template")}
-        key = reference_cache_key(r.model, r.seed, data.fingerprint, accelerator.mixed_precision, tokenize)
+        key = reference_cache_key(model_spec, r.seed, data.fingerprint, accelerator.mixed_precision, tokenize)
         bs = r.train.eval_batch_size
         root = cache_dir() / "reference"
         ref_train = precompute(
@@ -179,7 +193,7 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
         resume_command=resume_command(world=accelerator.num_processes),
     )
     state = start_state(run_dir, r, accelerator, parts, total, do_resume)
-    manifest = _manifest(r, data, method, accelerator, total)
+    manifest = _manifest(r, data, method, accelerator, total, prec)
     if main:
         write_text_atomic(run_dir / "recipe.yaml", dump_recipe(r))
         write_text_atomic(run_dir / "manifest.json", dumps_json(manifest, indent=1))
@@ -214,13 +228,16 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     return summary
 
 
-def _manifest(r: Recipe, data: PreparedData, method, accelerator, total: int) -> dict[str, Any]:
+def _manifest(
+    r: Recipe, data: PreparedData, method, accelerator, total: int, prec: Precision
+) -> dict[str, Any]:
     return {
         "align_run": 1,
         "method": r.method,
         "objective": method.manifest(),
         "reference": r.reference,
         "model": asdict(r.model),
+        "precision": prec.manifest(),
         "lora": asdict(r.lora),
         "data": {
             "source": data.source,

@@ -363,6 +363,8 @@ def test_unexpected_exception_prints_traceback_and_exits_1(monkeypatch, capsys):
     assert code == 1
     assert err.startswith("Traceback (most recent call last):")
     assert err.rstrip().endswith("ZeroDivisionError: a bug, not a user error")
+
+
 # -- every bad record at once (issue 5, item 4) -------------------------------------------------
 
 
