@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from align.data.packing import block_mask
 from align.objectives.types import SeqLogps
 from align.ranks import any_rank
 
@@ -58,16 +59,43 @@ def _tolerance(*dtypes: torch.dtype) -> float:
     return max(_TOLERANCE.get(d, 0.1) for d in dtypes)
 
 
+LAYOUTS = ("auto", "packed", "shared", "padded")
+_MASKABLE = ("sdpa", "eager")  # attention implementations that take our 4D block mask
+
+
+def resolve_layout(requested: str, attn_implementation: str | None, gradient_checkpointing: bool) -> str:
+    """`auto`: packed where the attention takes a 4D mask, else the shared-prompt KV-cache path
+    (padded rows under gradient checkpointing, which drops the cache)."""
+    attn = attn_implementation or "sdpa"
+    if requested == "packed" and attn not in _MASKABLE:
+        from align.errors import RecipeError
+
+        raise RecipeError(
+            f"train.layout: packed needs an attention implementation that takes a 4D mask "
+            f"({' or '.join(_MASKABLE)}), not {attn}; use layout: auto"
+        )
+    if requested != "auto":
+        return requested
+    if attn in _MASKABLE:
+        return "packed"
+    return "padded" if gradient_checkpointing else "shared"
+
+
 class SequenceScorer(nn.Module):
     """Wraps a (PEFT) causal LM; forward returns completion log-probs per sequence.
 
     Inputs are right-padded: `attention_mask` marks real tokens, `loss_mask` marks completion
     tokens (both built from lengths, never from `token != pad`: pad == eos in many tokenizers).
 
-    With `share_prompt` and a batch that also carries its prompts once (`prompt_ids`, ...), the
-    prompt of each pair is run once and its key/value cache is reused by both completions, so
-    prompt tokens cost one forward (and backward) instead of two. Gradients flow through the
-    cache. Numerically it equals the concatenated path (tested to 1e-5).
+    `layout` says how a batch of pairs is run (`resolve_layout`):
+    * `packed`: the batch's `packed` rows (align/data/packing.py): each pair's prompt once, both
+      completions after it, several pairs per row under a block mask; one forward, almost no
+      padding, every index known on the host (no device sync).
+    * `shared`: each pair's prompt runs once and its key/value cache is reused by both
+      completions (two forwards; gradients flow through the cache).
+    * `padded`: 2B right-padded rows, prompt+completion each.
+    All three equal each other numerically (tested to 1e-5); batches without the extra inputs
+    fall back to `padded`.
 
     `gradient_checkpointing` must say whether the model checkpoints activations: checkpointed
     layers drop the KV cache while computing gradients, so the shared-prompt path is then used
@@ -79,7 +107,7 @@ class SequenceScorer(nn.Module):
         self,
         model: nn.Module,
         chunk_tokens: int = 1024,
-        share_prompt: bool = True,
+        layout: str = "auto",
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
@@ -95,7 +123,8 @@ class SequenceScorer(nn.Module):
             and lm.get_output_embeddings() is not None
             and getattr(lm, "base_model", None) is not lm
         )
-        self.share_prompt = share_prompt and self.fast
+        self.attn = getattr(cfg, "_attn_implementation", None) or "sdpa"
+        self.layout = resolve_layout(layout, self.attn, gradient_checkpointing)
         self._logits_dtype = torch.float32
 
     def forward(
@@ -107,10 +136,13 @@ class SequenceScorer(nn.Module):
         prompt_len: torch.Tensor | None = None,
         completion_ids: torch.Tensor | None = None,
         completion_len: torch.Tensor | None = None,
+        packed: dict[str, torch.Tensor] | None = None,
     ) -> SeqLogps:
         lm = _causal_lm(self.model)
         cache_dropped = self.gradient_checkpointing and torch.is_grad_enabled()
-        if self.share_prompt and prompt_ids is not None and not cache_dropped:
+        if self.fast and self.layout == "packed" and packed is not None:
+            return self._packed(lm, packed)
+        if self.fast and self.layout == "shared" and prompt_ids is not None and not cache_dropped:
             return self._shared(lm, prompt_ids, prompt_len, completion_ids, completion_len)
         sel = loss_mask[:, 1:].bool()
         targets = input_ids[:, 1:][sel]
@@ -123,6 +155,21 @@ class SequenceScorer(nn.Module):
             self._logits_dtype = logits.dtype  # the compute precision (autocast included), for `verify`
             tok = _logits_logps(logits[:, :-1][sel], targets)
         return _per_sequence(tok, sel)
+
+    def _packed(self, lm, packed: dict[str, torch.Tensor]) -> SeqLogps:
+        mask = block_mask(packed["segment"], packed["branch"])
+        if self.attn == "eager":  # eager adds the mask to the scores
+            mask = torch.zeros(mask.shape, device=mask.device).masked_fill_(
+                ~mask, torch.finfo(torch.float32).min
+            )
+        out = lm.base_model(
+            input_ids=packed["ids"], attention_mask=mask, position_ids=packed["pos"], use_cache=False
+        )
+        hidden = out.last_hidden_state.flatten(0, 1).index_select(0, packed["pred"])
+        tok = completion_token_logps(lm.get_output_embeddings(), hidden, packed["target"], self.chunk_tokens)
+        n = packed["n_tokens"]
+        sums = torch.zeros(n.shape[0], dtype=tok.dtype, device=tok.device).index_add(0, packed["seq"], tok)
+        return SeqLogps(sum=sums, n_tokens=n.to(tok.dtype))
 
     def _shared(self, lm, prompt_ids, prompt_len, completion_ids, completion_len) -> SeqLogps:
         b, tp = prompt_ids.shape
@@ -161,32 +208,33 @@ class SequenceScorer(nn.Module):
         when every path this batch exercises was kept.
         """
         call = via if via is not None else self
-        fast, share = self.fast, self.share_prompt
+        fast, layout = self.fast, self.layout
         if not fast:
             return True
         concat = {k: batch_inputs[k] for k in ("input_ids", "attention_mask", "loss_mask")}
+        extra = {"packed": "packed", "shared": "prompt_ids"}.get(layout)
         was_training = call.training
         call.eval()
         try:
-            self.fast = self.share_prompt = False
+            self.fast, self.layout = False, "padded"
             want = call(**concat)
             self.fast = True
             errors = [_per_token_error(call(**concat), want)]
-            if share and batch_inputs.get("prompt_ids") is not None:
-                self.share_prompt = True
+            if extra and batch_inputs.get(extra) is not None:
+                self.layout = layout
                 errors.append(_per_token_error(call(**batch_inputs), want))
         finally:
-            self.fast, self.share_prompt = fast, share
+            self.fast, self.layout = fast, layout
             call.train(was_training)
         lm = _causal_lm(self.model)
         tol = _tolerance(self._logits_dtype, lm.get_output_embeddings().weight.dtype)
         ok = [not bad for bad in any_rank(torch.tensor([e > tol for e in errors], device=want.sum.device))]
         if not ok[0]:
-            self.fast = self.share_prompt = False
+            self.fast, self.layout = False, "padded"
         elif len(ok) > 1 and not ok[1]:
-            self.share_prompt = False
+            self.layout = "padded"
         if not all(ok):
-            kept = "the stock forward" if not self.fast else "the concatenated fast path"
+            kept = "the stock forward" if not self.fast else "the padded fast path"
             log.warning(
                 "log-prob fast path disagrees with the model's own logits (mean |diff| per token %s, "
                 "tolerance %.0e); using %s",

@@ -272,3 +272,17 @@ def disable_dropout(model: nn.Module) -> list[str]:
     if changed:
         log.info("model.disable_dropout: zeroed %d dropout rates in the base model", len(changed))
     return changed
+
+
+def compile_layers(model: nn.Module) -> int:
+    """`torch.compile` each decoder layer in place (`nn.Module.compile`: parameter names and so
+    the adapter's state dict are unchanged), with dynamic shapes: batches differ in length.
+    Per layer rather than whole-model, as torchtune does: all layers share one compiled graph.
+    Returns how many layers were compiled (0: no `layers` list found, nothing done)."""
+    layers = next(
+        (m for n, m in model.named_modules() if n.endswith("layers") and isinstance(m, nn.ModuleList)),
+        None,
+    )
+    for layer in layers or []:
+        layer.compile(dynamic=True)
+    return len(layers or [])

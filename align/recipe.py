@@ -126,7 +126,9 @@ class TrainConfig:
     keep_checkpoints: int = ranged(2, EVERY)  # 0 = keep all
     log_every: int = ranged(1, COUNT)
     chunk_tokens: int = ranged(1024, COUNT)  # LM-head chunk size in the log-prob path
-    share_prompt: bool = True  # run each pair's prompt once; both completions reuse its KV cache
+    layout: Literal["auto", "packed", "shared", "padded"] = "auto"  # how pairs run (align/logprobs.py)
+    compile: bool = False  # torch.compile each decoder layer (align/models.py: compile_layers)
+    pack_tokens: int = ranged(512, COUNT)  # packed layout: tokens per row (at least the longest pair)
     progress: bool = True
     max_bad_steps: int = ranged(3, COUNT)  # consecutive non-finite steps (skipped) before the run stops
 

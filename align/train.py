@@ -23,7 +23,7 @@ from align.errors import RecipeError
 from align.logprobs import SequenceScorer
 from align.loop import EvalSet, LoopParts, evaluate, train, write_metrics
 from align.methods import build_method
-from align.models import add_lora, disable_dropout, load_model, load_tokenizer
+from align.models import add_lora, compile_layers, disable_dropout, load_model, load_tokenizer
 from align.precision import Precision
 from align.recipe import Recipe, dump_recipe
 from align.reference import AdapterOffReference, MemoReference, precompute, reference_cache_key
@@ -122,10 +122,12 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     if r.model.gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.enable_input_require_grads()
+    if r.train.compile and not compile_layers(base):
+        raise RecipeError(f"train.compile: no decoder layer list found in {r.model.name}")
     scorer = SequenceScorer(
         peft_model,
         chunk_tokens=r.train.chunk_tokens,
-        share_prompt=r.train.share_prompt,
+        layout=r.train.layout,
         gradient_checkpointing=r.model.gradient_checkpointing,
     )
     params = [p for p in peft_model.parameters() if p.requires_grad]
@@ -140,8 +142,9 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     scorer, optimizer = accelerator.prepare(scorer, optimizer)
 
     pad = tokenizer.pad_token_id
-    train_collate = lambda idx: collate_pairs([data.train[i] for i in idx], pad)
-    eval_collate = lambda idx: collate_pairs([data.eval[i] for i in idx], pad)
+    pack = r.train.pack_tokens if accelerator.unwrap_model(scorer).layout == "packed" else None
+    train_collate = lambda idx: collate_pairs([data.train[i] for i in idx], pad, pack_tokens=pack)
+    eval_collate = lambda idx: collate_pairs([data.eval[i] for i in idx], pad, pack_tokens=pack)
     # The fast log-prob paths must agree with the model's own logits (models that post-process
     # logits fall back); checked once, through the same wrapper and autocast as training.
     first = train_collate(plan.micro_batch(0, 0, 0, accelerator.process_index)).to(accelerator.device)

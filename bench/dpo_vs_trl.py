@@ -7,7 +7,7 @@
 Each side trains in its own subprocess (so peak RSS is per side) and reports JSON to the parent:
 
 * ours: `align.train.run` with a Recipe built in code (the real path: data layer, SequenceScorer with
-  the shared-prompt forward unless --no-share-prompt, adapter-off reference, loop, AdamW). Step boundaries and real-token counts are observed by wrapping
+  the packed-pairs forward unless --layout says otherwise, adapter-off reference, loop, AdamW). Step boundaries and real-token counts are observed by wrapping
   `align.loop.write_metrics` (called once per optimizer step) and `align.train.collate_pairs`.
 * TRL: `DPOTrainer.train()` with `max_steps`, a callback recording step-end times, per-step loss and
   TRL's own real-token count (`num_tokens`, the attention-mask sum).
@@ -63,7 +63,7 @@ class BenchConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
-    share_prompt: bool = True  # ours: run each prompt once, both completions reuse its KV cache
+    layout: str = "auto"  # ours: train.layout (auto = packed pairs under a block mask)
     records: str = ""  # set by the parent: the JSONL both sides train on
     workdir: str = ""
 
@@ -176,7 +176,7 @@ def run_ours(cfg: BenchConfig, t_start: float) -> SideResult:
             save_every=0,
             log_every=1,
             progress=False,
-            share_prompt=cfg.share_prompt,
+            layout=cfg.layout,
         ),
         log=LogConfig(trackers=[]),
         report=ReportConfig(eval_before=False),
@@ -185,8 +185,8 @@ def run_ours(cfg: BenchConfig, t_start: float) -> SideResult:
 
     collate, write_metrics = align.train.collate_pairs, align.loop.write_metrics
 
-    def counting_collate(examples, pad_id):
-        batch = collate(examples, pad_id)
+    def counting_collate(examples, pad_id, **kw):
+        batch = collate(examples, pad_id, **kw)
         if not res.step_tokens:
             res.setup_s = time.perf_counter() - t_start
         res.step_tokens.append(int(batch.attention_mask.sum()))
@@ -383,10 +383,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
         "--threads", type=int, default=None, help="torch.set_num_threads in both children (default: torch's)"
     )
     p.add_argument(
-        "--share-prompt",
-        action=argparse.BooleanOptionalAction,
-        default=d.share_prompt,
-        help="ours: shared-prompt forward (default) or concatenated rows like TRL",
+        "--layout",
+        choices=["auto", "packed", "shared", "padded"],
+        default=d.layout,
+        help="ours: train.layout (auto = packed pairs; padded = one row per sequence, like TRL)",
     )
     p.add_argument("--only", choices=["ours", "trl"], default=None, help="run one side (no ratios)")
     p.add_argument("--json", default=None, help="also write the raw results here")
@@ -413,7 +413,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
         seed=a.seed,
         device=a.device,
         threads=a.threads,
-        share_prompt=a.share_prompt,
+        layout=a.layout,
     )
     return cfg, a
 
@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> None:
         f"--lr {cfg.lr} --beta {cfg.beta} --device {cfg.device}"
         + (f" --threads {cfg.threads}" if cfg.threads else "")
         + (f" --max-prompt-length {cfg.max_prompt_length}" if cfg.max_prompt_length else "")
-        + ("" if cfg.share_prompt else " --no-share-prompt")
+        + ("" if cfg.layout == "auto" else f" --layout {cfg.layout}")
     )
     v = versions()
     any_res = next(iter(results.values()))
@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{any_res['threads']} torch threads ({os.cpu_count()} CPUs, {platform.processor() or platform.machine()}), "
         f"batch {cfg.batch_size} pairs, max_length {cfg.max_length}, {n} records "
         f"(min prompt tokens {cfg.min_prompt_tokens}), {cfg.warmup} warmup + {cfg.steps} timed steps, "
-        f"sigmoid DPO beta={cfg.beta}, AdamW lr={cfg.lr} constant, ours share_prompt={cfg.share_prompt}"
+        f"sigmoid DPO beta={cfg.beta}, AdamW lr={cfg.lr} constant, ours layout={cfg.layout}"
     )
     print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
     for side, res in results.items():

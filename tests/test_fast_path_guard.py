@@ -23,14 +23,14 @@ def test_logit_scaling_model_falls_back_to_the_stock_forward(batch, caplog):
     model = nontrivial_lora(tiny_causal_lm("GraniteConfig", logits_scaling=8.0)).eval()
     want = naive_logps(model, batch)
     scorer = SequenceScorer(model)
-    assert scorer.fast and scorer.share_prompt  # the name-based pre-filter does not know Granite
+    assert scorer.fast and scorer.layout == "packed"  # the name-based pre-filter does not know Granite
     with torch.no_grad():
         before = scorer(**batch.model_inputs()).sum
     assert (before - want).abs().max() > 0.5  # the fast path really is wrong here
 
     with caplog.at_level(logging.WARNING, logger="align.logprobs"):
         assert scorer.verify(batch.model_inputs()) is False
-    assert not scorer.fast and not scorer.share_prompt
+    assert not scorer.fast and scorer.layout == "padded"
     assert len(caplog.records) == 1 and "stock forward" in caplog.text
 
     got = scorer(**batch.model_inputs())
@@ -42,7 +42,7 @@ def test_llama_keeps_the_fast_paths_and_its_mode(batch, caplog):
     scorer = SequenceScorer(nontrivial_lora(tiny_model(seed=0))).train()
     with caplog.at_level(logging.WARNING, logger="align.logprobs"):
         assert scorer.verify(batch.model_inputs()) is True
-    assert scorer.fast and scorer.share_prompt and not caplog.records
+    assert scorer.fast and scorer.layout == "packed" and not caplog.records
     assert scorer.training  # verification ran in eval mode and restored the mode
 
 

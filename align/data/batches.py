@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from align.data.packing import pack_pairs
 from align.objectives.types import PairLogps, SeqLogps
 
 
@@ -24,7 +25,8 @@ class SeqBatch:
     loss_mask: torch.Tensor  # [N, T]
 
     def to(self, device: torch.device) -> SeqBatch:
-        return type(self)(**{k: None if v is None else v.to(device) for k, v in self.__dict__.items()})
+        """A copy on `device`; host tensors are pinned on CUDA so the copies overlap compute."""
+        return type(self)(**{k: _to(v, torch.device(device)) for k, v in self.__dict__.items()})
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         """Keyword arguments for `SequenceScorer.forward`."""
@@ -45,6 +47,8 @@ class PairBatch(SeqBatch):
     prompt_len: torch.Tensor | None = None  # [B]
     completion_ids: torch.Tensor | None = None  # [2B, Tc] right-padded, chosen rows then rejected
     completion_len: torch.Tensor | None = None  # [2B]
+    # Whole pairs packed into rows with a block mask (see align/data/packing.py).
+    packed: dict[str, torch.Tensor] | None = None
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         inputs = super().model_inputs()
@@ -55,6 +59,8 @@ class PairBatch(SeqBatch):
                 completion_ids=self.completion_ids,
                 completion_len=self.completion_len,
             )
+        if self.packed is not None:
+            inputs["packed"] = self.packed
         return inputs
 
     @property
@@ -68,6 +74,16 @@ class PairBatch(SeqBatch):
             chosen=SeqLogps(logps.sum[:b], logps.n_tokens[:b]),
             rejected=SeqLogps(logps.sum[b:], logps.n_tokens[b:]),
         )
+
+
+def _to(v, device: torch.device):
+    if v is None:
+        return None
+    if isinstance(v, dict):
+        return {k: _to(t, device) for k, t in v.items()}
+    if device.type == "cuda" and v.device.type == "cpu":
+        return v.pin_memory().to(device, non_blocking=True)
+    return v.to(device)
 
 
 def pad_rows(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +105,9 @@ def pad_sequences(prompts: Sequence[list[int]], completions: Sequence[list[int]]
     return SeqBatch(ids, attention, loss.long())
 
 
-def collate_pairs(examples: Sequence[dict], pad_id: int) -> PairBatch:
+def collate_pairs(examples: Sequence[dict], pad_id: int, pack_tokens: int | None = 1024) -> PairBatch:
+    """Both layouts of B pairs: 2B padded rows (+ prompts once) and, unless `pack_tokens` is
+    None, the packed rows of at most `pack_tokens` tokens (or the longest pair)."""
     prompts = [e["prompt_ids"] for e in examples]
     completions = [e["chosen_ids"] for e in examples] + [e["rejected_ids"] for e in examples]
     seq = pad_sequences(prompts + prompts, completions, pad_id)
@@ -105,6 +123,15 @@ def collate_pairs(examples: Sequence[dict], pad_id: int) -> PairBatch:
         prompt_len,
         completion_ids,
         completion_len,
+        None
+        if pack_tokens is None
+        else pack_pairs(
+            prompts,
+            [e["chosen_ids"] for e in examples],
+            [e["rejected_ids"] for e in examples],
+            pad_id,
+            pack_tokens,
+        ),
     )
 
 

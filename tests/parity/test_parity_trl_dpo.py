@@ -28,8 +28,8 @@ Documented differences from TRL 1.16 (asserted below unless marked "not exercise
 * Log-prob computation: same values. TRL's fused LM head on CPU (no Triton) projects every position,
   prompt and padding included, and also computes entropy / mean logit / top-1 for logging; on CUDA it
   projects only labelled positions. We project only completion positions on every device. TRL runs each
-  prompt twice (once per completion row); our default runs it once and both completions attend to its
-  KV cache (`share_prompt`).
+  prompt twice (once per completion row); we run it once: whole pairs packed under a block mask
+  (`layout: packed`, the default), or both completions attending to its KV cache (`layout: shared`).
 * IPO: both use per-token-mean log-ratios (our `normalize="mean"`), same target 1/(2β).
 * `label_smoothing`: TRL's `loss_type="sigmoid"` ignores it (only "robust", "exo_pair" and "aot*" read
   it), so a TRL config with `label_smoothing=0.1` silently trains plain DPO. Ours trains cDPO.
@@ -194,23 +194,25 @@ def _trl_loss_and_logps(side: TrlSide) -> tuple[torch.Tensor, torch.Tensor, torc
 
 
 def _our_batches(side: TrlSide, pad_id: int) -> dict[str, PairBatch]:
-    """Our two forward layouts over TRL's token ids.
+    """Our three forward layouts over TRL's token ids (keyed by `SequenceScorer` layout).
 
-    "concatenated": TRL's own tensors (loss mask = its completion mask), prompt+completion per row.
-    "shared_prompt": our collator on TRL's examples; each prompt runs once and both completions reuse
-    its KV cache (the default training path).
+    "padded": TRL's own tensors (loss mask = its completion mask), prompt+completion per row.
+    "shared": our collator on TRL's examples; each prompt runs once and both completions reuse its
+    KV cache. "packed": the same examples as whole pairs under a block mask (the default path).
     """
     b = side.batch
     index = torch.arange(len(side.examples))
+    ours = collate_pairs([{**ex, "index": i} for i, ex in enumerate(side.examples)], pad_id)
     return {
-        "concatenated": PairBatch(b["input_ids"], b["attention_mask"], b["completion_mask"], index),
-        "shared_prompt": collate_pairs([{**ex, "index": i} for i, ex in enumerate(side.examples)], pad_id),
+        "padded": PairBatch(b["input_ids"], b["attention_mask"], b["completion_mask"], index),
+        "shared": ours,
+        "packed": ours,
     }
 
 
-def _our_logps(side: TrlSide, batch: PairBatch) -> tuple[SeqLogps, SeqLogps]:
+def _our_logps(side: TrlSide, batch: PairBatch, layout: str = "packed") -> tuple[SeqLogps, SeqLogps]:
     """Policy (adapter on) and reference (adapter off) log-probs from our scorer, as the training step calls it."""
-    scorer = SequenceScorer(side.trainer.model)
+    scorer = SequenceScorer(side.trainer.model, layout=layout)
     assert scorer.fast  # the backbone + completion-only LM head path, not the full-logits fallback
     policy = scorer(**batch.model_inputs())
     reference = AdapterOffReference(scorer, side.trainer.model)(batch)
@@ -239,7 +241,7 @@ def test_logps_loss_and_grads_match_trl(
     assert (trl_policy - trl_ref).abs().max() > 1e-2, "policy == reference: the comparison would be vacuous"
     assert loss_type != "sigmoid" or abs(float(trl_loss.detach()) - math.log(2)) > 1e-3  # not trivially log 2
     batches = _our_batches(side, tokenizer.pad_token_id)
-    assert batches["shared_prompt"].prompt_ids is not None
+    assert batches["shared"].prompt_ids is not None and batches["packed"].packed is not None
     for layout, batch in batches.items():
         _check_against_trl(
             side, batch, objective, kwargs, beta, (trl_loss, trl_policy, trl_ref), trl_grads, layout
@@ -259,7 +261,7 @@ def _check_against_trl(
     """Per-sequence log-probs, token counts, loss and LoRA gradients of one of our layouts vs TRL's."""
     trl_loss, trl_policy, trl_ref = trl_out
     model = side.trainer.model
-    policy, reference = _our_logps(side, batch)
+    policy, reference = _our_logps(side, batch, layout)
     n_completion = side.batch["completion_mask"][:, 1:].sum(dim=1).to(policy.n_tokens.dtype)
     torch.testing.assert_close(policy.n_tokens, n_completion, atol=0, rtol=0, msg=layout)
     torch.testing.assert_close(policy.sum.detach(), trl_policy, atol=ATOL, rtol=0, msg=layout)
@@ -325,7 +327,7 @@ def test_trl_sigmoid_ignores_label_smoothing(make_trl, tokenizer) -> None:
     side = make_trl("sigmoid", beta, label_smoothing=0.1, n_batch=3)
     with torch.no_grad():
         trl_loss, _, _ = _trl_loss_and_logps(side)
-        policy, reference = _our_logps(side, _our_batches(side, tokenizer.pad_token_id)["shared_prompt"])
+        policy, reference = _our_logps(side, _our_batches(side, tokenizer.pad_token_id)["packed"])
     pol, ref = PairBatch.split(policy), PairBatch.split(reference)
     dpo = get_objective("dpo").fn
     plain = dpo(pol, ref, beta, label_smoothing=0.0).loss.mean()

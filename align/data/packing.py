@@ -1,0 +1,106 @@
+"""Packed pair layout: each pair's prompt once, both completions after it, many pairs per row.
+
+A row holds whole pairs laid out `[prompt, chosen, rejected]`, bin-packed (first-fit decreasing)
+into rows of at most `budget` tokens (at least the longest pair), right-padded. Attention is a
+block mask built on the device from two small per-token vectors: a token attends to earlier
+tokens of its own pair that are in the prompt or in its own branch, so `rejected` never sees
+`chosen`; position ids restart per pair and both completions start right after the prompt.
+Numerically this is the same computation as two padded rows per pair, with the prompt run once
+and almost no padding (the bundled data: 315 real of 492 computed positions per batch of 4 in
+the two-stage shared-prompt layout, 670 in plain padded rows).
+
+Everything the loss needs is indexed on the host at collation (which hidden state predicts which
+target, which sequence it belongs to), so the model side uses `index_select`/`index_add` with
+known sizes and never waits on the device (boolean masking would).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+PROMPT, CHOSEN, REJECTED = 0, 1, 2
+PAD_SEGMENT = -1
+
+
+def pack_pairs(
+    prompts: Sequence[list[int]],
+    chosen: Sequence[list[int]],
+    rejected: Sequence[list[int]],
+    pad_id: int,
+    budget: int,
+) -> dict[str, torch.Tensor]:
+    """Host-side packed layout of B pairs; sequence k < B is pair k's chosen, B + k its rejected.
+
+    Returns tensors: `ids`, `pos`, `segment` (pair index, -1 for padding), `branch` [R, L];
+    `pred` (flat index into R*L of the hidden state predicting each completion token), `target`,
+    `seq` (which of the 2B sequences each target belongs to) [K]; `n_tokens` [2B].
+    """
+    b = len(prompts)
+    sizes = [len(prompts[i]) + len(chosen[i]) + len(rejected[i]) for i in range(b)]
+    width = max(max(sizes), budget)
+    rows: list[list[int]] = []  # pair indices per row
+    room: list[int] = []
+    for i in sorted(range(b), key=lambda i: -sizes[i]):  # first-fit decreasing
+        for r, free in enumerate(room):
+            if sizes[i] <= free:
+                rows[r].append(i)
+                room[r] -= sizes[i]
+                break
+        else:
+            rows.append([i])
+            room.append(width - sizes[i])
+    length = max(width - free for free in room)
+    shape = (len(rows), length)
+    ids = torch.full(shape, pad_id, dtype=torch.long)
+    pos = torch.zeros(shape, dtype=torch.long)
+    segment = torch.full(shape, PAD_SEGMENT, dtype=torch.long)
+    branch = torch.zeros(shape, dtype=torch.long)
+    pred: list[int] = []
+    target: list[int] = []
+    seq: list[int] = []
+    for r, members in enumerate(rows):
+        at = 0
+        for i in sorted(members):
+            p, c, j = prompts[i], chosen[i], rejected[i]
+            tokens = p + c + j
+            n = len(tokens)
+            ids[r, at : at + n] = torch.tensor(tokens, dtype=torch.long)
+            pos[r, at : at + n] = torch.tensor(
+                list(range(len(p) + len(c))) + list(range(len(p), len(p) + len(j)))
+            )
+            segment[r, at : at + n] = i
+            branch[r, at + len(p) : at + len(p) + len(c)] = CHOSEN
+            branch[r, at + len(p) + len(c) : at + n] = REJECTED
+            base = r * length + at
+            last_prompt = base + len(p) - 1
+            for start, toks, which in ((len(p), c, i), (len(p) + len(c), j, b + i)):
+                pred += [last_prompt] + [base + start + t for t in range(len(toks) - 1)]
+                target += toks
+                seq += [which] * len(toks)
+            at += n
+    n_tokens = torch.tensor([len(c) for c in chosen] + [len(j) for j in rejected], dtype=torch.float32)
+    return {
+        "ids": ids,
+        "pos": pos,
+        "segment": segment,
+        "branch": branch,
+        "pred": torch.tensor(pred, dtype=torch.long),
+        "target": torch.tensor(target, dtype=torch.long),
+        "seq": torch.tensor(seq, dtype=torch.long),
+        "n_tokens": n_tokens,
+    }
+
+
+def block_mask(segment: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+    """[R, 1, L, L] boolean (True = attend): causal, within a pair, prompt or own branch.
+    Padding attends to itself only (a fully masked query row would give NaN)."""
+    q_seg, k_seg = segment[:, :, None], segment[:, None, :]
+    q_br, k_br = branch[:, :, None], branch[:, None, :]
+    n = segment.shape[1]
+    idx = torch.arange(n, device=segment.device)
+    causal = idx[None, :, None] >= idx[None, None, :]
+    mask = causal & (q_seg == k_seg) & (q_seg != PAD_SEGMENT) & ((k_br == PROMPT) | (k_br == q_br))
+    mask |= (idx[:, None] == idx[None, :])[None] & (q_seg == PAD_SEGMENT)
+    return mask[:, None]
