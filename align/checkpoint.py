@@ -31,6 +31,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
+from align import sharding
 from align.errors import AlignError
 from align.ranks import any_rank
 from align.secrets import redact
@@ -139,9 +140,8 @@ def dumps_json(obj: Any, indent: int | None = None) -> str:
 
 
 def adapter_state(peft_model) -> dict[str, torch.Tensor]:
-    from peft import get_peft_model_state_dict
-
-    return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
+    """The adapter under PEFT's file names, whole (gathered when sharded: call on every rank)."""
+    return sharding.adapter_state(peft_model)
 
 
 def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
@@ -248,6 +248,7 @@ def save_checkpoint(
     main = accelerator.is_main_process
     weights = adapter_state(peft_model)
     check_finite(weights, f"checkpoint {final}")  # same weights on every rank: same decision
+    optim_state = sharding.optimizer_state(peft_model, optimizer)  # collective when sharded
     previous = list_checkpoints(run_dir)
     what = f"checkpoint {final} ({'the previous checkpoint ' + previous[-1].name + ' is intact' if previous else 'no earlier checkpoint'})"
 
@@ -259,7 +260,7 @@ def save_checkpoint(
         _save_rng(tmp / f"rng_rank{accelerator.process_index}.safetensors")
         if main:
             _write_bytes(tmp / "adapter_model.safetensors", save(weights))
-            _write_bytes(tmp / "optimizer.pt", _torch_bytes(optimizer.state_dict()))
+            _write_bytes(tmp / "optimizer.pt", _torch_bytes(optim_state))
             _write_bytes(tmp / "scheduler.pt", _torch_bytes(scheduler.state_dict()))
 
     def publish() -> None:
@@ -285,10 +286,8 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def load_checkpoint(path: Path, accelerator, peft_model, optimizer, scheduler) -> TrainState:
-    from peft import set_peft_model_state_dict
-
-    set_peft_model_state_dict(peft_model, load_file(path / "adapter_model.safetensors"))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    sharding.load_adapter_state(peft_model, load_file(path / "adapter_model.safetensors"))
+    sharding.load_optimizer_state(peft_model, optimizer, torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng = path / f"rng_rank{accelerator.process_index}.safetensors"
     if rng.exists():  # a different world size keeps fresh RNG streams for new ranks
@@ -302,11 +301,13 @@ def save_adapter(run_dir: Path, peft_model, accelerator) -> Path:
     final = run_dir / "adapter"
     tmp = final.parent / f".tmp-{final.name}"
     check_finite(adapter_state(peft_model), f"the final adapter {final}")
+    # whole tensors under parameter names (gathered when sharded), for PEFT's own writer
+    trainable = {n: sharding.full(p) for n, p in peft_model.named_parameters() if p.requires_grad}
 
     def write() -> None:
         if accelerator.is_main_process:
             atomic_dir(final)
-            peft_model.save_pretrained(tmp, safe_serialization=True)
+            peft_model.save_pretrained(tmp, safe_serialization=True, state_dict=trainable)
             commit_dir(tmp, final)
 
     _on_all_ranks(accelerator, write, f"the final adapter {final}", tmp)

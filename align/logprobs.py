@@ -124,6 +124,9 @@ class SequenceScorer(nn.Module):
             and getattr(lm, "base_model", None) is not lm
         )
         self.attn = getattr(cfg, "_attn_implementation", None) or "sdpa"
+        # FSDP wraps each module of these classes as one unit (Accelerate reads this attribute of
+        # the module it prepares; without it, it would gather the whole model at every forward)
+        self._no_split_modules = list(getattr(lm, "_no_split_modules", None) or [])
         self.layout = resolve_layout(layout, self.attn, gradient_checkpointing)
         self._logits_dtype = torch.float32
 

@@ -191,6 +191,8 @@ def train(parts: LoopParts, state: TrainState) -> TrainState:
                     acc.backward(out.loss.sum() / examples_per_step)
                 outputs.append(out)
             grad_norm = acc.clip_grad_norm_(params, clip)
+            if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2: the global norm, replicated
+                grad_norm = grad_norm.full_tensor()
             loss_sum = torch.stack([o.loss.detach().float().sum() for o in outputs]).sum()
             grad_ok = torch.isfinite(torch.as_tensor(grad_norm, device=loss_sum.device))
             # one all-reduce per step: every rank skips, and stops, at the same step

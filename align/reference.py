@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
@@ -141,10 +142,16 @@ def precompute(
         return CachedReference(load_file(path))
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = list(range(rank, n_examples, world))
+    # Every rank runs the same number of forwards (a sharded model's forward is collective): the
+    # short ranks score one extra batch of repeats, and drop it.
+    n_batches = math.ceil(math.ceil(n_examples / world) / batch_size)
     rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("idx", "cs", "rs", "cn", "rn")}
-    for start in range(0, len(mine), batch_size):
-        b = batches(mine[start : start + batch_size]).to(accelerator.device)
+    for k in range(n_batches):
+        chunk = mine[k * batch_size : (k + 1) * batch_size]
+        b = batches(chunk or [0]).to(accelerator.device)
         pair = PairBatch.split(score(b))
+        if not chunk:
+            continue
         rows["idx"].append(b.index.cpu())
         rows["cs"].append(pair.chosen.sum.float().cpu())
         rows["rs"].append(pair.rejected.sum.float().cpu())
