@@ -73,8 +73,17 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     """Dequantise a GGUF checkpoint into a plain safetensors model directory (written atomically).
 
     A GGUF-loaded model refuses `save_pretrained`, so we build a plain model from its config,
-    copy the state dict across and save that.
+    copy the state dict across and save that. Building it draws random initial weights: the
+    global RNG is restored afterwards, so a run that converts first trains exactly like one
+    that finds the conversion cached.
     """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        _convert(gguf, out)
+
+
+def _convert(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

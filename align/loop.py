@@ -64,13 +64,37 @@ class LoopParts:
     resume_command: str = "align train RECIPE --resume"
 
 
-def reduce_means(accelerator, sums: dict[str, torch.Tensor], count: torch.Tensor) -> dict[str, float]:
-    """Sum per-rank sums and counts across processes; return global means."""
+def reduce_sums(
+    accelerator, sums: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Sum per-rank sums and counts (per metric) across processes, in one all-reduce."""
     keys = sorted(sums)
-    stacked = torch.stack([sums[k].float() for k in keys] + [count.float()]).to(accelerator.device)
-    stacked = accelerator.reduce(stacked, reduction="sum")
-    total = stacked[-1].clamp(min=1)
-    return {k: (stacked[i] / total).item() for i, k in enumerate(keys)}
+    stacked = torch.stack([sums[k].float() for k in keys] + [counts[k].float() for k in keys])
+    stacked = accelerator.reduce(stacked.to(accelerator.device), reduction="sum").tolist()
+    return dict(zip(keys, stacked[: len(keys)])), dict(zip(keys, stacked[len(keys) :]))
+
+
+def metric_values(sums: dict[str, float], counts: dict[str, float], per: float = 1.0) -> dict[str, float]:
+    """Means over the examples where each metric is defined (NaN when none was); `count/*` metrics
+    are totals, divided by `per` (the number of optimizer steps in a training window)."""
+    out = {}
+    for k, total in sums.items():
+        if k.startswith("count/"):
+            out[k] = total / per
+        else:
+            out[k] = total / counts[k] if counts[k] > 0 else float("nan")
+    return out
+
+
+def accumulate(
+    sums: dict[str, torch.Tensor], counts: dict[str, torch.Tensor], merged: dict[str, torch.Tensor], w=None
+) -> None:
+    """Add per-example metrics (NaN = not applicable to that example), weighted by `w`."""
+    for k, v in merged.items():
+        defined = ~torch.isnan(v)
+        weight = defined.float() if w is None else defined.float() * w.to(v.device)
+        sums[k] = sums.get(k, 0) + (torch.where(defined, v, 0.0) * weight).sum()
+        counts[k] = counts.get(k, 0) + weight.sum()
 
 
 @dataclass
@@ -97,15 +121,15 @@ def evaluate(accelerator, model: torch.nn.Module, ev: EvalSet, prefix: str = "ev
     was_training = model.training
     model.eval()
     sums: dict[str, torch.Tensor] = {}
-    count = torch.zeros(())
+    counts: dict[str, torch.Tensor] = {}
     for start in range(0, per_rank, ev.batch_size):
         batch = ev.collate(mine[start : start + ev.batch_size]).to(accelerator.device)
         w = torch.tensor(weights[start : start + ev.batch_size])
-        for k, v in mean_metrics([ev.step_fn(batch, False)]).items():
-            sums[k] = sums.get(k, torch.zeros(())) + (v.cpu() * w).sum()
-        count += w.sum()
+        merged = {k: v.cpu() for k, v in mean_metrics([ev.step_fn(batch, False)]).items()}
+        accumulate(sums, counts, merged, w)
     model.train(was_training)
-    return {f"{prefix}/{k}": v for k, v in reduce_means(accelerator, sums, count).items()}
+    values = metric_values(*reduce_sums(accelerator, sums, counts))
+    return {f"{prefix}/{k}": v for k, v in values.items()}
 
 
 def write_metrics(parts: LoopParts, step: int, metrics: dict[str, float]) -> None:
@@ -129,23 +153,24 @@ class Window:
     """Train metrics summed (on device, no host sync) over the steps since the last log line."""
 
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
-    count: int = 0
+    counts: dict[str, torch.Tensor] = field(default_factory=dict)
+    steps: int = 0
     grad_norm: list[torch.Tensor] = field(default_factory=list)
     tokens: int = 0
     t0: float = field(default_factory=time.perf_counter)
 
     def add(self, outputs: list[ObjectiveOutput], grad_norm: torch.Tensor | None) -> None:
-        merged = mean_metrics(outputs)
-        for k, v in merged.items():
-            self.sums[k] = self.sums.get(k, 0) + v.sum()
-        self.count += len(merged["loss"])
+        accumulate(self.sums, self.counts, mean_metrics(outputs))
+        self.steps += 1
         if grad_norm is not None:
             self.grad_norm.append(grad_norm.detach().float())
 
     def metrics(self, parts: LoopParts, state: TrainState) -> dict[str, float]:
         acc, plan = parts.accelerator, parts.plan
-        sums = {k: v.cpu() for k, v in self.sums.items()}
-        out = {f"train/{k}": v for k, v in reduce_means(acc, sums, torch.tensor(float(self.count))).items()}
+        out = {}
+        if self.sums:
+            values = metric_values(*reduce_sums(acc, self.sums, self.counts), per=max(self.steps, 1))
+            out = {f"train/{k}": v for k, v in values.items()}
         out["train/lr"] = parts.scheduler.get_last_lr()[0]
         if self.grad_norm:
             out["train/grad_norm"] = float(torch.stack(self.grad_norm).mean())

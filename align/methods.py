@@ -1,8 +1,9 @@
 """Methods: small objects that say what batch they need and how outputs become a loss.
 
 The loop knows none of this. A method declares `batch_kind` (which collator/dataset it reads),
-`needs_reference`, and `loss(policy, reference, batch)`. KTO (unpaired batches) and PPO (a
-rollout phase before its minibatches) register here in later issues.
+`needs_reference`, and `loss(policy, reference, batch)`; optionally `derived(metrics)` for
+metrics computed from the averaged ones. PPO (a rollout phase before its minibatches) registers
+here in a later issue.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from align.data.batches import PairBatch
+from align.data.batches import PairBatch, UnpairedBatch
 from align.errors import RecipeError
 from align.objectives import PAIRWISE_OBJECTIVES, ObjectiveOutput, ObjectiveSpec, SeqLogps
+from align.objectives.kto import kl_sums, kto_loss, reference_point
 
 if TYPE_CHECKING:
     from align.recipe import Recipe
@@ -64,8 +66,14 @@ class PairwiseFactory:
             raise RecipeError(f"{where}: method 'cdpo' needs label_smoothing > 0 (e.g. 0.1)")
         if r.ipo_normalization != "mean" and self.objective != "ipo":
             raise RecipeError(f"{where}: ipo_normalization applies to ipo only, not '{r.method}'")
-        if r.data.format != "pairwise":
-            raise RecipeError(f"{where}: method '{r.method}' needs data.format: pairwise")
+        if r.data.format == "unpaired" or r.data.unpair:
+            raise RecipeError(
+                f"{where}: method '{r.method}' needs pairs (data.format: pairwise, no data.unpair)"
+            )
+        if (r.desirable_weight, r.undesirable_weight) != (1.0, 1.0):
+            raise RecipeError(
+                f"{where}: desirable_weight/undesirable_weight apply to kto only, not '{r.method}'"
+            )
 
     def build(self, r: Recipe) -> PairwiseMethod:
         spec = PAIRWISE_OBJECTIVES[self.objective]
@@ -77,7 +85,72 @@ class PairwiseFactory:
         return PairwiseMethod(spec, r.beta, kwargs)
 
 
-METHODS: dict[str, PairwiseFactory] = {
+@dataclass
+class KTOMethod:
+    """KTO on unpaired batches (align/data/batches.py: UnpairedBatch): the "chosen" rows are the
+    records' completions, the "rejected" rows the mismatched KL rows. z0 is the KL estimate over
+    every process's mismatched rows in this micro-step: one all-reduce of [sum, count], so it is a
+    global mean (HALOs' way), not a mean of per-rank means; a rank without one class, or with a
+    single record, contributes its rows like any other."""
+
+    beta: float
+    desirable_weight: float = 1.0
+    undesirable_weight: float = 1.0
+    batch_kind: ClassVar[str] = "unpaired"
+    needs_reference: ClassVar[bool] = True
+
+    def loss(self, policy: SeqLogps, reference: SeqLogps, batch: UnpairedBatch) -> ObjectiveOutput:
+        pol, ref = PairBatch.split(policy), PairBatch.split(reference)
+        sums = kl_sums(pol.rejected, ref.rejected)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(sums)
+        z0 = reference_point(sums)
+        return kto_loss(
+            pol.chosen,
+            ref.chosen,
+            batch.desirable,
+            z0,
+            self.beta,
+            self.desirable_weight,
+            self.undesirable_weight,
+        )
+
+    def derived(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Held-out reward gap: mean reward of desirable minus undesirable completions."""
+        out = {}
+        for prefix in ("eval/", "train/"):
+            up, down = metrics.get(f"{prefix}rewards/desirable"), metrics.get(f"{prefix}rewards/undesirable")
+            if up is not None and down is not None:
+                out[f"{prefix}reward_gap"] = up - down
+        return out
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "objective": "kto",
+            "normalisation": "sum over completion tokens",
+            "paper": "Ethayarajh et al. 2024, Eq. 7-8",
+            "beta": self.beta,
+            "desirable_weight": self.desirable_weight,
+            "undesirable_weight": self.undesirable_weight,
+            "kl_estimate": "mismatched pairs: each record's prompt with a fixed other record's completion "
+            "(a seeded cycle); global sum / global count over processes, detached, clamped at 0",
+        }
+
+
+@dataclass(frozen=True)
+class KTOFactory:
+    def check_recipe(self, r: Recipe, where: str) -> None:
+        if r.label_smoothing:
+            raise RecipeError(f"{where}: label_smoothing applies to dpo/cdpo only, not 'kto'")
+        if r.data.format == "pairwise" and r.data.unpair is False:
+            raise RecipeError(f"{where}: method 'kto' on pairwise data needs data.unpair: true (or unset)")
+
+    def build(self, r: Recipe) -> KTOMethod:
+        return KTOMethod(r.beta, r.desirable_weight, r.undesirable_weight)
+
+
+METHODS: dict[str, PairwiseFactory | KTOFactory] = {
+    "kto": KTOFactory(),
     "dpo": PairwiseFactory("dpo"),
     "cdpo": PairwiseFactory("dpo", require_smoothing=True),
     "ipo": PairwiseFactory("ipo"),
@@ -85,13 +158,13 @@ METHODS: dict[str, PairwiseFactory] = {
 }
 
 
-def build_method(r: Recipe) -> PairwiseMethod:
+def build_method(r: Recipe) -> PairwiseMethod | KTOMethod:
     return METHODS[r.method].build(r)
 
 
 def mean_metrics(outputs: list[ObjectiveOutput]) -> dict[str, torch.Tensor]:
     """Concatenate per-example metrics (and loss) across micro-batches."""
-    keys = outputs[0].metrics.keys()
+    keys = outputs[0].metrics.keys()  # per example; NaN where a metric does not apply
     merged = {k: torch.cat([o.metrics[k].float() for o in outputs]) for k in keys}
     merged["loss"] = torch.cat([o.loss.detach().float() for o in outputs])
     return merged

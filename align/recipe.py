@@ -90,7 +90,7 @@ class DataConfig:
     card: str | None = None  # a data card name (data_cards/<name>.md) or path to a card
     path: str | None = None  # or a file / save_to_disk dir / dataset name, with `columns`
     columns: dict[str, str] = field(default_factory=dict)
-    format: Literal["pairwise", "unpaired"] = "pairwise"
+    format: Literal["auto", "pairwise", "unpaired"] = "auto"  # auto: the card's, else what the method reads
     split: str | None = None  # named split of the source for training
     eval_split: str | None = None  # named split for evaluation, else a seeded held-out fraction
     heldout_fraction: float | None = ranged(None, "[0, 1)")  # None: the card's value (or 0.1)
@@ -100,6 +100,10 @@ class DataConfig:
     chat_template: str = "auto"
     max_train_examples: int | None = ranged(None, COUNT)
     max_eval_examples: int | None = ranged(None, f"[0, {INT_MAX}]")  # 0: no held-out evaluation
+    unpair: bool | None = (
+        None  # kto on pairs: each pair -> one desirable + one undesirable record (None: auto)
+    )
+    label_threshold: float | None = ranged(None, "[-1e9, 1e9]")  # unpaired ratings >= this are desirable
 
 
 @dataclass
@@ -154,6 +158,8 @@ class Recipe:
     beta: float = ranged(0.1, "(0, 1000]")
     label_smoothing: float = ranged(0.0, "[0, 0.5)")  # conservative DPO (cDPO) when > 0; dpo only
     ipo_normalization: Literal["mean", "sum"] = "mean"  # ipo only: per-token mean (TRL) or sum
+    desirable_weight: float = ranged(1.0, "(0, 100]")  # kto only: λ_D
+    undesirable_weight: float = ranged(1.0, "(0, 100]")  # kto only: λ_U
     reference: Literal["adapter_off", "precompute"] = "adapter_off"
     output_dir: str = "runs/default"
     seed: int = ranged(0, "[0, 4294967295]")  # numpy's seed range

@@ -11,6 +11,10 @@ SHOWN = [
     ("policy/logp_margin", "mean per-token log-prob margin (chosen - rejected)", "{:+.4f}"),
     ("rewards/accuracies", "implicit-reward accuracy (beta * log-ratio)", "{:.1%}"),
     ("rewards/margins", "implicit-reward margin", "{:+.4f}"),
+    ("reward_gap", "reward gap (desirable - undesirable, beta * log-ratio)", "{:+.4f}"),
+    ("rewards/desirable", "mean reward of desirable completions", "{:+.4f}"),
+    ("rewards/undesirable", "mean reward of undesirable completions", "{:+.4f}"),
+    ("kl", "KL estimate z0 (mismatched prompt/completion pairs)", "{:.4f}"),
     ("loss", "loss", "{:.4f}"),
 ]
 

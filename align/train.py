@@ -16,7 +16,7 @@ import torch
 
 from align import precision
 from align.checkpoint import dumps_json, git_sha, package_versions, save_adapter, write_text_atomic
-from align.data.batches import BatchPlan, collate_pairs
+from align.data.batches import BatchPlan, collate_pairs, collate_unpaired, kl_partners
 from align.data.prepare import PreparedData, prepare
 from align.embedded import cache_dir
 from align.errors import RecipeError
@@ -96,8 +96,9 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     prepare_run_dir(run_dir, accelerator, do_resume, overwrite)
 
     tokenizer = load_tokenizer(r.model)
-    data = prepare(r.data, tokenizer, accelerator)
     method = build_method(r)
+    want = "pairwise" if method.batch_kind == "pair" else "unpaired"
+    data = prepare(r.data, tokenizer, accelerator, want=want)
     plan = BatchPlan(
         len(data.train),
         r.train.per_device_batch_size,
@@ -141,10 +142,8 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     scheduler = _scheduler(r, optimizer, total)
     scorer, optimizer = accelerator.prepare(scorer, optimizer)
 
-    pad = tokenizer.pad_token_id
     pack = r.train.pack_tokens if accelerator.unwrap_model(scorer).layout == "packed" else None
-    train_collate = lambda idx: collate_pairs([data.train[i] for i in idx], pad, pack_tokens=pack)
-    eval_collate = lambda idx: collate_pairs([data.eval[i] for i in idx], pad, pack_tokens=pack)
+    train_collate, eval_collate = collators(r, method, data, tokenizer.pad_token_id, pack)
     # The fast log-prob paths must agree with the model's own logits (models that post-process
     # logits fall back); checked once, through the same wrapper and autocast as training.
     first = train_collate(plan.micro_batch(0, 0, 0, accelerator.process_index)).to(accelerator.device)
@@ -173,7 +172,8 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
 
     ref_eval = MemoReference(ref_eval)  # the held-out set is fixed: score it adapter-off once
     eval_set = EvalSet(len(data.eval), eval_collate, step_fn_for(ref_eval), r.train.eval_batch_size)
-    eval_fn = lambda: evaluate(accelerator, scorer, eval_set)
+    derived = getattr(method, "derived", lambda m: {})
+    eval_fn = lambda: (lambda m: {**m, **derived(m)})(evaluate(accelerator, scorer, eval_set))
     parts = LoopParts(
         accelerator=accelerator,
         model=scorer,
@@ -208,6 +208,7 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
             # A fresh LoRA adapter (B = 0) leaves the base unchanged: the policy *is* the reference.
             fresh = replace(eval_set, step_fn=step_fn_for(ref_eval, policy_is_reference=True))
             before = evaluate(accelerator, scorer, fresh)
+            before.update(derived(before))
             write_metrics(parts, 0, before)
         train(parts, state)
         after = eval_fn()
@@ -231,6 +232,54 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     return summary
 
 
+def collators(r: Recipe, method, data: PreparedData, pad: int, pack: int | None):
+    """(train, eval) `collate(indices) -> batch` for the method's batch kind."""
+    if method.batch_kind == "pair":
+        return (
+            lambda idx: collate_pairs([data.train[i] for i in idx], pad, pack_tokens=pack),
+            lambda idx: collate_pairs([data.eval[i] for i in idx], pad, pack_tokens=pack),
+        )
+    report_classes(data.train, r, data.unpaired_from_pairs)
+    pools = {"train": data.train, "eval": data.eval if len(data.eval) >= 2 else data.train}
+    partners = {name: kl_partners(len(pool), r.seed) for name, pool in pools.items()}
+
+    def make(split: list[dict], name: str):
+        pool, partner = pools[name], partners[name]
+        # eval records of a 1-record held-out set borrow KL completions from the training set
+        other = (lambda i: partner[i]) if pool is split else (lambda i: partner[i % len(pool)])
+        return lambda idx: collate_unpaired(
+            [split[i] for i in idx],
+            [pool[other(i)]["completion_ids"] for i in idx],
+            pad,
+            r.data.max_length,
+            pack_tokens=pack,
+        )
+
+    return make(data.train, "train"), make(data.eval, "eval")
+
+
+def report_classes(examples: list[dict], r: Recipe, from_pairs: bool) -> None:
+    """Class counts, and the paper's advice on the weights (Ethayarajh et al. 2024, Eq. 8)."""
+    n_up = sum(1 for e in examples if e["label"])
+    n_down = len(examples) - n_up
+    ratio = (r.desirable_weight * n_up) / max(r.undesirable_weight * n_down, 1e-12)
+    log.info(
+        "kto data: %d desirable, %d undesirable%s; lambda_D*n_D / (lambda_U*n_U) = %.3f",
+        n_up,
+        n_down,
+        " (unpaired from pairs)" if from_pairs else "",
+        ratio,
+    )
+    if not 1.0 <= ratio <= 4 / 3:
+        log.warning(
+            "kto: desirable_weight*n_desirable / (undesirable_weight*n_undesirable) = %.3f is outside the "
+            "paper's [1, 4/3]; e.g. desirable_weight=%.3g or undesirable_weight=%.3g brings it to 1.15",
+            ratio,
+            1.15 * r.undesirable_weight * n_down / max(n_up, 1),
+            r.desirable_weight * n_up / (1.15 * max(n_down, 1)),
+        )
+
+
 def _manifest(
     r: Recipe, data: PreparedData, method, accelerator, total: int, prec: Precision
 ) -> dict[str, Any]:
@@ -249,6 +298,17 @@ def _manifest(
             "eval_examples": len(data.eval),
             "load": data.load_stats,
             "tokenize": data.token_stats,
+            **(
+                {
+                    "labels": {
+                        "desirable": sum(1 for e in data.train if e["label"]),
+                        "undesirable": sum(1 for e in data.train if not e["label"]),
+                        "from_pairs": data.unpaired_from_pairs,
+                    }
+                }
+                if method.batch_kind == "unpaired"
+                else {}
+            ),
         },
         "world_size": accelerator.num_processes,
         "distributed_type": str(accelerator.distributed_type),

@@ -78,6 +78,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def multi_process_overrides(gpus: int | None = None) -> tuple[str, ...]:
+    """Recipe overrides for runs that multi-process tests compare: gloo on CPU unless two GPUs
+    exist (on a one-GPU machine, two ranks cannot each have a GPU). Pass them to every run of
+    such a comparison, the one-process reference included, so all run on the same device."""
+    if gpus is None:
+        gpus = torch.cuda.device_count()
+    return () if gpus >= 2 else ("cpu=true",)
+
+
 def launch_two(out: Path, *overrides: str, log: Path | None = None):
     """`accelerate launch --multi_gpu --num_processes 2 -m align train tests/tiny.yaml` (a real gloo
     group on CPU: align creates its Accelerator with cpu=True) as a background process."""
@@ -104,6 +113,7 @@ def launch_two(out: Path, *overrides: str, log: Path | None = None):
         str(TINY),
         f"output_dir={out}",
         *overrides,
+        *multi_process_overrides(),
     ]
     handle = open(log or out.with_name(out.name + ".log"), "w")  # noqa: SIM115 - the process owns it
     return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=align_env(), cwd=ROOT)

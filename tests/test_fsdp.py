@@ -19,7 +19,7 @@ from align.logprobs import SequenceScorer
 from align.models import add_lora, tiny_model
 from align.recipe import LoraConfig
 from align.sharding import check_launcher
-from tests.run_helpers import ROOT, align_env, free_port
+from tests.run_helpers import ROOT, align_env, free_port, multi_process_overrides
 
 
 def test_sharded_training_checkpoint_and_resume_equal_one_process(tmp_path):
@@ -47,6 +47,11 @@ def test_sharded_training_checkpoint_and_resume_equal_one_process(tmp_path):
     assert report["optimizer_entries"] > 0  # the gathered optimizer state is the whole state
     assert report["max_abs_value"] > 1e-2  # the adapters compared have moved
     assert report["max_abs_diff"] <= 1e-5  # 2 ranks, sharded, checkpointed and resumed == 1 process
+
+
+def test_multi_process_comparisons_use_gloo_below_two_gpus():
+    assert multi_process_overrides(gpus=0) == multi_process_overrides(gpus=1) == ("cpu=true",)
+    assert multi_process_overrides(gpus=2) == ()
 
 
 def test_scorer_names_the_decoder_layer_for_fsdp_wrapping():
@@ -89,6 +94,7 @@ def test_fsdp_config_on_cpu_fails_fast_with_the_reason(tmp_path):
         "train",
         str(ROOT / "tests" / "tiny.yaml"),
         f"output_dir={tmp_path / 'run'}",
+        "cpu=true",  # what this test is about, also on a machine with GPUs
     ]
     done = subprocess.run(cmd, env=align_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0

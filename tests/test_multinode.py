@@ -8,7 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from run_helpers import ROOT, TINY, adapter, align_env, free_port, max_abs_diff, run_tiny
+from run_helpers import (
+    ROOT,
+    TINY,
+    adapter,
+    align_env,
+    free_port,
+    max_abs_diff,
+    multi_process_overrides,
+    run_tiny,
+)
 
 
 def _node(rank: int, port: int, out: Path, *overrides: str) -> subprocess.Popen:
@@ -42,7 +51,7 @@ def _node(rank: int, port: int, out: Path, *overrides: str) -> subprocess.Popen:
 
 
 def test_two_machines_on_loopback_equal_one_process(tmp_path):
-    common = ("train.max_steps=3", "optim.lr=1e-2", "lora.dropout=0.0")
+    common = ("train.max_steps=3", "optim.lr=1e-2", "lora.dropout=0.0", *multi_process_overrides())
     run_tiny(tmp_path / "one", "train.per_device_batch_size=4", *common)
     port = free_port()
     out = tmp_path / "two"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from run_helpers import adapter, launch_two, max_abs_diff, run_tiny
+from run_helpers import adapter, launch_two, max_abs_diff, multi_process_overrides, run_tiny
 
 
 def test_two_processes_equal_one(tmp_path):
     common = ("train.max_steps=3", "optim.lr=1e-2", "lora.dropout=0.0")
-    run_tiny(tmp_path / "one", "train.per_device_batch_size=4", *common)
+    run_tiny(tmp_path / "one", "train.per_device_batch_size=4", *common, *multi_process_overrides())
     proc = launch_two(tmp_path / "two", "train.per_device_batch_size=2", *common)
     assert proc.wait(timeout=300) == 0, (tmp_path / "two.log").read_text()[-3000:]
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())

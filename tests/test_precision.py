@@ -118,11 +118,14 @@ def test_bf16_run_on_cpu(tmp_path):
     assert {t.dtype for t in saved.values()} == {torch.float32}
 
 
-def test_auto_on_cpu_is_fp32_and_recorded(tmp_path):
+def test_auto_is_resolved_for_this_machine_and_recorded(tmp_path):
     torch.set_num_threads(1)
     out = tmp_path / "auto"
-    summary = run_tiny(out, "train.max_steps=1", "report.eval_before=false", "data.max_eval_examples=0")
+    args = ("precision=auto", "train.max_steps=1", "report.eval_before=false", "data.max_eval_examples=0")
+    summary = run_tiny(out, *args)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["precision"]["precision"] == "fp32"
-    assert manifest["precision"]["source"] == "auto (CPU)"
-    assert {p.dtype for p in summary["peft_model"].parameters()} == {torch.float32}
+    gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    want = ("bf16", "auto (CUDA GPU with bf16)") if gpu_bf16 else ("fp32", "auto (CPU)")
+    assert (manifest["precision"]["precision"], manifest["precision"]["source"]) == want
+    base = {p.dtype for n, p in summary["peft_model"].named_parameters() if "lora_" not in n}
+    assert base == {torch.bfloat16 if gpu_bf16 else torch.float32}

@@ -11,7 +11,17 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from run_helpers import TINY, adapter, launch_tiny, launch_two, max_abs_diff, metric_steps, run_tiny, wait_for
+from run_helpers import (
+    TINY,
+    adapter,
+    launch_tiny,
+    launch_two,
+    max_abs_diff,
+    metric_steps,
+    multi_process_overrides,
+    run_tiny,
+    wait_for,
+)
 
 from align.checkpoint import list_checkpoints
 from align.interrupt import EXIT_ABORTED, EXIT_INTERRUPTED
@@ -98,7 +108,7 @@ def test_two_process_sigterm_checkpoints_the_same_step_on_both_ranks(tmp_path):
     assert f"after step {step} of 24" in log
     assert "Resume with: accelerate launch --multi_gpu --num_processes 2 -m align train" in log
     # Continue on one process (same global batch): equals an uninterrupted one-process run.
-    one = ("train.per_device_batch_size=4", *args)
+    one = ("train.per_device_batch_size=4", *args, *multi_process_overrides())
     assert run_tiny(out, *one, resume=True)["steps"] == 24
     run_tiny(tmp_path / "one", *one)
     assert max_abs_diff(adapter(out), adapter(tmp_path / "one")) < 1e-5

@@ -182,3 +182,51 @@ class BatchPlan:
         """Example indices for `rank` at optimizer `step` (within `epoch`), accumulation slot `micro`."""
         start = ((step * self.accumulation) + micro) * self.global_micro + rank * self.per_device
         return self._order(epoch)[start : start + self.per_device]
+
+
+@dataclass
+class UnpairedBatch(PairBatch):
+    """N unpaired records laid out as a PairBatch: the "chosen" rows are the records' own
+    completions, the "rejected" rows their mismatched KL completions (another record's completion
+    after this record's prompt, see `kl_partners`); `desirable` [N] holds the labels. So the
+    layouts, the scorer and a precomputed reference table (keyed by example) serve KTO unchanged."""
+
+    desirable: torch.Tensor | None = None  # [N] bool
+
+
+def kl_partners(n: int, seed: int) -> list[int]:
+    """partner[i] != i for n >= 2: whose completion follows record i's prompt in the KL rows.
+
+    One seeded n-cycle (each record's successor in a random order), fixed for the run. Fixed
+    per record rather than rotated within each micro-batch (TRL's way), so the data can be
+    shuffled, any batch size works (1 included), every process and accumulation split sees the
+    same pairs, and `reference: precompute` can store the KL rows' reference log-probs per record.
+    """
+    g = torch.Generator().manual_seed(seed * 1_000_003 + 7)
+    order = torch.randperm(n, generator=g).tolist()
+    partner = [0] * n
+    for k, i in enumerate(order):
+        partner[i] = order[(k + 1) % n]
+    return partner
+
+
+def collate_unpaired(
+    examples: Sequence[dict],
+    kl_completions: Sequence[list[int]],
+    pad_id: int,
+    max_length: int,
+    pack_tokens: int | None = 512,
+) -> UnpairedBatch:
+    """A KL completion is cut to fit `max_length` after its foreign prompt (at least one token)."""
+    as_pairs = [
+        {
+            "index": e["index"],
+            "prompt_ids": e["prompt_ids"],
+            "chosen_ids": e["completion_ids"],
+            "rejected_ids": kl[: max(1, max_length - len(e["prompt_ids"]))],
+        }
+        for e, kl in zip(examples, kl_completions)
+    ]
+    batch = collate_pairs(as_pairs, pad_id, pack_tokens=pack_tokens)
+    desirable = torch.tensor([bool(e["label"]) for e in examples], dtype=torch.bool)
+    return UnpairedBatch(**batch.__dict__, desirable=desirable)

@@ -39,6 +39,7 @@ class DataCard:
     size: int | str | None = None
     description: str = ""
     heldout_fraction: float | None = None  # default held-out share when the card names no eval split
+    label_threshold: float | None = None  # unpaired: numeric ratings >= this are desirable
     path: Path | None = None
 
 
@@ -77,7 +78,11 @@ def load_card(name_or_path: str, search_dirs: Sequence[Path] | None = None) -> D
         isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction < 1
     ):
         raise DataError(where, None, "heldout_fraction", f"expected a number in [0, 1), got {fraction!r}")
+    threshold = meta.get("label_threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)):
+        raise DataError(where, None, "label_threshold", f"expected a number, got {threshold!r}")
     return DataCard(
+        label_threshold=threshold,
         name=meta["name"],
         source=_resolve_source(meta["source"], path),
         license=meta["license"],
@@ -98,6 +103,7 @@ def load_card_records(
     split: str | None = None,
     on_bad_record: OnBadRecord = "error",
     stats: LoadStats | None = None,
+    label_threshold: float | None = None,
 ) -> tuple[list[PairRecord] | list[UnpairedRecord], LoadStats]:
     """Load the records a card describes for `role` (e.g. train/eval): the source split named by
     `split` (the recipe's data.split / data.eval_split) or else by the card, if any.
@@ -112,8 +118,11 @@ def load_card_records(
             "splits",
             f"card has no {role!r} split (has: {names}); set data.eval_split or use a held-out fraction",
         )
-    load = load_pairs if card.format == "pairwise" else load_unpaired
-    return load(card.source, columns=card.columns, split=split, on_bad_record=on_bad_record, stats=stats)
+    kwargs = dict(columns=card.columns, split=split, on_bad_record=on_bad_record, stats=stats)
+    if card.format == "pairwise":
+        return load_pairs(card.source, **kwargs)
+    threshold = label_threshold if label_threshold is not None else card.label_threshold
+    return load_unpaired(card.source, **kwargs, label_threshold=threshold)
 
 
 def split_records(records: Sequence[T], *, heldout_fraction: float, seed: int) -> tuple[list[T], list[T]]:

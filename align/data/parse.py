@@ -7,6 +7,7 @@ a user fixing a 100k-line file needs the exact place, not a KeyError from deep i
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -48,13 +49,18 @@ def parse_pair(
 
 
 def parse_unpaired(
-    row: Mapping[str, Any], *, source: str, where: str, columns: Mapping[str, str] | None = None
+    row: Mapping[str, Any],
+    *,
+    source: str,
+    where: str,
+    columns: Mapping[str, str] | None = None,
+    label_threshold: float | None = None,
 ) -> UnpairedRecord:
-    """Normalise one unpaired (KTO) row: prompt, completion and a bool or 0/1 label."""
+    """Normalise one unpaired (KTO) row: prompt, completion and a label (see `_label`)."""
     col = _column_lookup(columns)
     try:
         _check_row(row)
-        label = _label(_present(row, col("label")), col("label"))
+        label = _label(_present(row, col("label")), col("label"), label_threshold)
         prompt, (completion,) = _normalise(row, col("prompt"), [col("completion")])
     except _Bad as bad:
         raise RecordError(source, where, bad.field, bad.category, bad.detail) from None
@@ -121,18 +127,58 @@ def _check_distinct(chosen: Text, rejected: Text, label: str) -> None:
         )
 
 
-_TEXT_LABELS = {"true": True, "false": False, "1": True, "0": False}
+_TEXT_LABELS = {
+    "true": True,
+    "false": False,
+    "1": True,
+    "0": False,
+    "up": True,
+    "down": False,
+    "thumbs_up": True,
+    "thumbs_down": False,
+    "👍": True,
+    "👎": False,
+}
 
 
-def _label(value: Any, column: str) -> bool:
-    """bool, 0/1, or their text (a CSV column is read as text: 'True', 'false', '1')."""
+def _label(value: Any, column: str, threshold: float | None = None) -> bool:
+    """Desirable or not: a bool, 0/1, `up`/`down` (thumbs), their text (CSV reads text), or a
+    numeric rating when a threshold is set (rating >= threshold is desirable). Without a threshold
+    a rating other than 0/1 is an error: guessing the scale would silently flip labels."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TEXT_LABELS:
-        return _TEXT_LABELS[value.strip().lower()]
-    raise _Bad(column, "bad label", f"expected true/false or 0/1, got {printable(repr(value), 60)}")
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in _TEXT_LABELS:
+        return _TEXT_LABELS[text]
+    rating = _rating(value)
+    if rating is not None and threshold is not None:
+        return rating >= threshold
+    if rating in (0.0, 1.0):
+        return bool(rating)
+    if rating is not None:
+        raise _Bad(
+            column,
+            "rating without threshold",
+            f"{printable(repr(value), 60)} is a rating; set data.label_threshold (or the card's "
+            "label_threshold) to say which ratings are desirable",
+        )
+    raise _Bad(
+        column,
+        "bad label",
+        f"expected true/false, 0/1, up/down or a numeric rating, got {printable(repr(value), 60)}",
+    )
+
+
+def _rating(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
 
 
 def _normalise(row: Mapping[str, Any], prompt_col: str, cols: list[str]) -> tuple[Text, list[Text]]:

@@ -21,13 +21,14 @@ from typing import Any
 
 import align
 from align.data.cards import load_card, load_card_records, split_records
-from align.data.records import BadRecordsError, LoadStats, PairRecord, RecordError
-from align.data.sources import load_pairs
+from align.data.records import BadRecordsError, LoadStats, PairRecord, RecordError, UnpairedRecord
+from align.data.sources import load_pairs, load_unpaired
 from align.data.tokenize import TOKENIZE_VERSION, TokenizeConfig, Tokenizer, summarize
 from align.embedded import cache_dir
 from align.errors import DataError
 
 log = logging.getLogger("align.data")
+Record = PairRecord | UnpairedRecord
 
 
 @dataclass
@@ -38,38 +39,90 @@ class PreparedData:
     source: str
     load_stats: dict[str, Any] = field(default_factory=dict)
     token_stats: dict[str, int] = field(default_factory=dict)
+    unpaired_from_pairs: bool = False  # KTO on pairwise data: each pair became two records
 
 
-def _records(data) -> tuple[list[PairRecord], list[PairRecord], str, str, LoadStats]:
-    """Train and held-out records (named split or seeded fraction), the source shown to the user,
-    the data source named in errors, and the load stats. Bad records are collected, not raised."""
-    stats = LoadStats()
-    if data.card is not None:
-        card = load_card(data.card)
-        source, data_source = str(card.path), card.source
-        if card.format != data.format:
+def formats(data, card, want: str | None) -> tuple[str, bool]:
+    """(format of the source, whether to unpair it) for a method that reads `want` records.
+
+    `data.format: auto` takes the card's format, else what the method reads. Unpaired methods
+    (KTO) unpair pairwise sources unless `data.unpair: false`; pairwise methods cannot use
+    unpaired sources."""
+    where = str(card.path) if card is not None else data.path
+    if card is not None:
+        if data.format not in ("auto", card.format):
             raise DataError(
-                source, None, "format", f"the card holds {card.format} data, the recipe wants {data.format}"
+                where, None, "format", f"the card holds {card.format} data, the recipe says {data.format}"
             )
-        train, _ = load_card_records(card, role="train", split=data.split, on_bad_record="skip", stats=stats)
+        source = card.format
+    else:
+        source = data.format if data.format != "auto" else (want or "pairwise")
+    want = want or ("unpaired" if data.unpair else source)
+    if want == "pairwise" and (source == "unpaired" or data.unpair):
+        raise DataError(where, None, "format", "this method needs pairs; the source holds unpaired records")
+    unpairing = want == "unpaired" and source == "pairwise"
+    if unpairing and data.unpair is False:
+        raise DataError(
+            where, None, "unpair", "pairwise records for an unpaired method need data.unpair: true"
+        )
+    if data.unpair and not unpairing:
+        raise DataError(where, None, "unpair", "data.unpair applies to pairwise sources for unpaired methods")
+    return source, unpairing
+
+
+def _records(data, want: str | None) -> tuple[list[Record], list[Record], str, str, LoadStats, bool]:
+    """Train and held-out records (named split or seeded fraction), the source shown to the user,
+    the data source named in errors, the load stats, and whether pairs were unpaired. Bad records
+    are collected, not raised. Pairs to unpair are split into held-out and train first (both
+    halves of a pair stay on the same side)."""
+    stats = LoadStats()
+    card = load_card(data.card) if data.card is not None else None
+    source_format, unpairing = formats(data, card, want)
+    if card is not None:
+        source, data_source = str(card.path), card.source
+        load = lambda role, split: load_card_records(
+            card,
+            role=role,
+            split=split,
+            on_bad_record="skip",
+            stats=stats,
+            label_threshold=data.label_threshold,
+        )[0]
+        named_eval = bool(data.eval_split or "eval" in card.splits)
         fraction = data.heldout_fraction if data.heldout_fraction is not None else card.heldout_fraction
-        if data.eval_split or "eval" in card.splits:
-            held, _ = load_card_records(
-                card, role="eval", split=data.eval_split, on_bad_record="skip", stats=stats
-            )
-            return train, held, source, data_source, stats
     else:
         source = data_source = data.path
         cols = data.columns or None
-        train, _ = load_pairs(data.path, columns=cols, split=data.split, on_bad_record="skip", stats=stats)
-        if data.eval_split:
-            held, _ = load_pairs(
-                data.path, columns=cols, split=data.eval_split, on_bad_record="skip", stats=stats
-            )
-            return train, held, source, data_source, stats
+        kwargs = dict(columns=cols, on_bad_record="skip", stats=stats)
+        if source_format == "pairwise":
+            load = lambda role, split: load_pairs(data.path, split=split, **kwargs)[0]
+        else:
+            load = lambda role, split: load_unpaired(
+                data.path, split=split, label_threshold=data.label_threshold, **kwargs
+            )[0]
+        named_eval = bool(data.eval_split)
         fraction = data.heldout_fraction if data.heldout_fraction is not None else 0.1
-    train, held = split_records(train, heldout_fraction=fraction or 0.0, seed=0)
-    return train, held, source, data_source, stats
+    train = load("train", data.split)
+    if named_eval:
+        held = load("eval", data.eval_split)
+    else:
+        train, held = split_records(train, heldout_fraction=fraction or 0.0, seed=0)
+    if unpairing:
+        n = len(train)
+        train, held = unpair(train), unpair(held)
+        log.info(
+            "%s: %d training pairs unpaired into %d desirable + %d undesirable records", data_source, n, n, n
+        )
+    return train, held, source, data_source, stats, unpairing
+
+
+def unpair(pairs: list[PairRecord]) -> list[UnpairedRecord]:
+    """Each pair -> its chosen completion (desirable) and its rejected one (undesirable)."""
+    out = []
+    for p in pairs:
+        out.append(UnpairedRecord(p.prompt, p.chosen, True, origin=f"{p.origin} (chosen)"))
+        out.append(UnpairedRecord(p.prompt, p.rejected, False, origin=f"{p.origin} (rejected)"))
+    return out
 
 
 def tokenizer_fingerprint(tok) -> str:
@@ -85,13 +138,15 @@ def tokenizer_fingerprint(tok) -> str:
     return h.hexdigest()[:16]
 
 
-def _record_json(r: PairRecord) -> str:
+def _record_json(r: Record) -> str:
+    if isinstance(r, UnpairedRecord):
+        return json.dumps([r.prompt, r.completion, r.label], sort_keys=True)
     return json.dumps([r.prompt, r.chosen, r.rejected], sort_keys=True)
 
 
 def fingerprint(
-    train: list[PairRecord],
-    held: list[PairRecord],
+    train: list[Record],
+    held: list[Record],
     config: TokenizeConfig,
     tokenizer,
     template_text: str | None,
@@ -117,15 +172,18 @@ def fingerprint(
     return h.hexdigest()[:16]
 
 
-def prepare(data, tokenizer, accelerator=None, *, strict: bool = True) -> PreparedData:
-    """Load, split, tokenize (cached) and index examples for the recipe's `data:` section.
+def prepare(
+    data, tokenizer, accelerator=None, *, strict: bool = True, want: str | None = None
+) -> PreparedData:
+    """Load, split, tokenize (cached) and index examples for the recipe's `data:` section;
+    `want` is the record kind the method reads ("pairwise" / "unpaired"; None: the source's).
 
     `strict=False` (for `align data inspect`) returns what is good and leaves reporting the bad
     records (in `load_stats`) to the caller instead of raising for them.
     """
     cfg = TokenizeConfig(data.max_length, data.max_prompt_length, data.chat_template)
     is_main = accelerator is None or accelerator.is_main_process
-    train_r, eval_r, source, data_source, stats = _records(data)
+    train_r, eval_r, source, data_source, stats, unpaired_pairs = _records(data, want)
     if data.max_train_examples is not None:
         train_r = train_r[: data.max_train_examples]
     if data.max_eval_examples is not None:
@@ -168,15 +226,33 @@ def prepare(data, tokenizer, accelerator=None, *, strict: bool = True) -> Prepar
             f"no training examples left after loading, skipping and truncation (read {stats.read}, "
             f"skipped {stats.bad}: {stats.counts_text()}; tokenized {summarize(cached['stats'])})",
         )
-    return PreparedData(cached["train"], cached["eval"], fp, source, stats.as_dict(), cached["stats"])
+    if strict and cached["train"] and "label" in cached["train"][0]:
+        check_classes(cached["train"], data_source)
+    prepared = PreparedData(cached["train"], cached["eval"], fp, source, stats.as_dict(), cached["stats"])
+    prepared.unpaired_from_pairs = unpaired_pairs
+    return prepared
 
 
-def _tokenize(tk: Tokenizer, records: list[PairRecord], bad: list[list[Any]]) -> list[dict[str, Any]]:
+def check_classes(examples: list[dict[str, Any]], source: str) -> None:
+    """KTO needs desirable and undesirable examples: one class alone has no reference point."""
+    n_up = sum(1 for e in examples if e["label"])
+    if n_up in (0, len(examples)):
+        which = "desirable" if n_up else "undesirable"
+        raise DataError(
+            source,
+            None,
+            "label",
+            f"all {len(examples)} training records are {which}; KTO needs both desirable and "
+            "undesirable ones (check the label column, its mapping, or data.label_threshold)",
+        )
+
+
+def _tokenize(tk: Tokenizer, records: list[Record], bad: list[list[Any]]) -> list[dict[str, Any]]:
     """Tokenize every record; one that cannot be tokenized goes to `bad` (RecordError arguments)."""
     out = []
     for r in records:
         try:
-            ex = tk.pair(r)
+            ex = tk.unpaired(r) if isinstance(r, UnpairedRecord) else tk.pair(r)
         except RecordError as e:
             bad.append([e.source, e.where, e.field, e.category, e.detail])
             continue

@@ -6,6 +6,7 @@ do not look like a path, and its failure names the offline alternatives instead 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -73,9 +74,12 @@ def load_unpaired(
     on_bad_record: OnBadRecord = "error",
     stats: LoadStats | None = None,
     base_dir: Path | None = None,
+    label_threshold: float | None = None,
 ) -> tuple[list[UnpairedRecord], LoadStats]:
-    """Load unpaired (KTO) examples with the same reading, skipping and logging as `load_pairs`."""
-    return _load(source, parse_unpaired, UNPAIRED_FIELDS, columns, split, on_bad_record, stats, base_dir)
+    """Load unpaired (KTO) examples with the same reading, skipping and logging as `load_pairs`;
+    numeric ratings are desirable at or above `label_threshold`."""
+    parse = functools.partial(parse_unpaired, label_threshold=label_threshold)
+    return _load(source, parse, UNPAIRED_FIELDS, columns, split, on_bad_record, stats, base_dir)
 
 
 def _load(

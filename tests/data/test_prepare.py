@@ -202,6 +202,10 @@ def test_card_with_unknown_split_names_the_available_ones(tok, card: Path, key: 
 def test_card_format_must_match_the_recipe(tok, card: Path) -> None:
     card.write_text(card.read_text().replace("format: pairwise", "format: unpaired"))
     with pytest.raises(
-        DataError, match=r"field 'format': the card holds unpaired data, the recipe wants pairwise"
+        DataError, match=r"field 'format': the card holds unpaired data, the recipe says pairwise"
     ):
-        prepare(DataConfig(card=str(card)), tok)
+        prepare(DataConfig(card=str(card), format="pairwise"), tok)
+    with pytest.raises(
+        DataError, match=r"field 'format': this method needs pairs; the source holds unpaired"
+    ):
+        prepare(DataConfig(card=str(card)), tok, want="pairwise")  # format: auto, a DPO-family method
