@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save
 from align.errors import AlignError
 from align.ranks import any_rank
 from align.secrets import redact
+from align.sharding import full_optimizer_state, full_trainable_state, shard_optimizer_state
 
 log = logging.getLogger("align.checkpoint")
 
@@ -138,10 +139,13 @@ def dumps_json(obj: Any, indent: int | None = None) -> str:
     return json.dumps(finite_json(obj), indent=indent, allow_nan=False)
 
 
-def adapter_state(peft_model) -> dict[str, torch.Tensor]:
+def adapter_state(peft_model, model_state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The adapter's tensors, full even when sharded (FSDP): every rank must call it.
+    `model_state` is `full_trainable_state(peft_model)` when the caller has it already."""
     from peft import get_peft_model_state_dict
 
-    return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
+    sd = get_peft_model_state_dict(peft_model, state_dict=model_state or full_trainable_state(peft_model))
+    return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
 
 
 def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
@@ -246,8 +250,9 @@ def save_checkpoint(
     final = run_dir / "checkpoints" / f"step-{state.step:07d}"
     tmp = final.parent / f".tmp-{final.name}"
     main = accelerator.is_main_process
-    weights = adapter_state(peft_model)
-    check_finite(weights, f"checkpoint {final}")  # same weights on every rank: same decision
+    weights = adapter_state(peft_model)  # gathered on every rank (FSDP): same decision everywhere
+    check_finite(weights, f"checkpoint {final}")
+    optim_state = full_optimizer_state(optimizer)
     previous = list_checkpoints(run_dir)
     what = f"checkpoint {final} ({'the previous checkpoint ' + previous[-1].name + ' is intact' if previous else 'no earlier checkpoint'})"
 
@@ -259,7 +264,7 @@ def save_checkpoint(
         _save_rng(tmp / f"rng_rank{accelerator.process_index}.safetensors")
         if main:
             _write_bytes(tmp / "adapter_model.safetensors", save(weights))
-            _write_bytes(tmp / "optimizer.pt", _torch_bytes(optimizer.state_dict()))
+            _write_bytes(tmp / "optimizer.pt", _torch_bytes(optim_state))
             _write_bytes(tmp / "scheduler.pt", _torch_bytes(scheduler.state_dict()))
 
     def publish() -> None:
@@ -288,7 +293,8 @@ def load_checkpoint(path: Path, accelerator, peft_model, optimizer, scheduler) -
     from peft import set_peft_model_state_dict
 
     set_peft_model_state_dict(peft_model, load_file(path / "adapter_model.safetensors"))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    optim_state = torch.load(path / "optimizer.pt", weights_only=True)
+    optimizer.load_state_dict(shard_optimizer_state(optimizer, optim_state))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng = path / f"rng_rank{accelerator.process_index}.safetensors"
     if rng.exists():  # a different world size keeps fresh RNG streams for new ranks
@@ -298,15 +304,17 @@ def load_checkpoint(path: Path, accelerator, peft_model, optimizer, scheduler) -
 
 def save_adapter(run_dir: Path, peft_model, accelerator) -> Path:
     """Final adapter as stock PEFT files: `PeftModel.from_pretrained(base, run_dir/'adapter')`.
-    Written by the main process; every rank learns whether it worked."""
+    Gathered on every rank (FSDP shards it), written by the main process; every rank learns
+    whether it worked."""
     final = run_dir / "adapter"
     tmp = final.parent / f".tmp-{final.name}"
-    check_finite(adapter_state(peft_model), f"the final adapter {final}")
+    full = full_trainable_state(peft_model)
+    check_finite(adapter_state(peft_model, full), f"the final adapter {final}")
 
     def write() -> None:
         if accelerator.is_main_process:
             atomic_dir(final)
-            peft_model.save_pretrained(tmp, safe_serialization=True)
+            peft_model.save_pretrained(tmp, state_dict=full, safe_serialization=True)
             commit_dir(tmp, final)
 
     _on_all_ranks(accelerator, write, f"the final adapter {final}", tmp)

@@ -98,6 +98,13 @@ class SequenceScorer(nn.Module):
         self.share_prompt = share_prompt and self.fast
         self._logits_dtype = torch.float32
 
+    @property
+    def _no_split_modules(self) -> list[str] | None:
+        """The decoder-layer classes of the wrapped model: what FSDP's TRANSFORMER_BASED_WRAP makes
+        its units (Accelerate reads this from the module it prepares, i.e. this one)."""
+        names = getattr(_causal_lm(self.model), "_no_split_modules", None)
+        return list(names) if names else None
+
     def forward(
         self,
         input_ids: torch.Tensor,

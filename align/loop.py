@@ -34,6 +34,7 @@ from align.interrupt import StopRequest
 from align.methods import mean_metrics
 from align.objectives.types import ObjectiveOutput
 from align.ranks import any_rank
+from align.sharding import full_tensor
 
 log = logging.getLogger("align.loop")
 
@@ -190,7 +191,7 @@ def train(parts: LoopParts, state: TrainState) -> TrainState:
                     out = parts.step_fn(batch, True)
                     acc.backward(out.loss.sum() / examples_per_step)
                 outputs.append(out)
-            grad_norm = acc.clip_grad_norm_(params, clip)
+            grad_norm = full_tensor(acc.clip_grad_norm_(params, clip))  # FSDP: a replicated DTensor
             loss_sum = torch.stack([o.loss.detach().float().sum() for o in outputs]).sum()
             finite = torch.isfinite(loss_sum) & torch.isfinite(
                 torch.as_tensor(grad_norm, device=loss_sum.device)

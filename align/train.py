@@ -34,6 +34,7 @@ from align.run_dir import (
     start_state,
 )
 from align.secrets import redact_obj
+from align.sharding import fsdp_on_cpu, fsdp_units
 
 log = logging.getLogger("align.train")
 
@@ -76,6 +77,7 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     preflight.check(r)  # before anything loads: output_dir, LoRA target modules, attention (cached)
     run_dir = Path(r.output_dir)
     accelerator = make_accelerator(r)
+    fsdp_on_cpu(accelerator)  # Accelerate ignores an FSDP launch when cpu=True
     set_seed(r.seed)
     main = accelerator.is_main_process
     do_resume = bool(r.resume if resume is None else resume)
@@ -180,6 +182,7 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     )
     state = start_state(run_dir, r, accelerator, parts, total, do_resume)
     manifest = _manifest(r, data, method, accelerator, total)
+    manifest["fsdp_units"] = fsdp_units(scorer)  # one per decoder layer + the root, or []
     if main:
         write_text_atomic(run_dir / "recipe.yaml", dump_recipe(r))
         write_text_atomic(run_dir / "manifest.json", dumps_json(manifest, indent=1))
