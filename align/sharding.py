@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -26,6 +27,8 @@ from typing import Any
 import torch
 
 from align.errors import AlignError
+
+log = logging.getLogger("align.sharding")
 
 
 class LaunchError(AlignError):
@@ -70,7 +73,13 @@ def fsdp_units(model: torch.nn.Module) -> list[str]:
     a run shows whether its layers were really sharded one by one."""
     from torch.distributed.fsdp import FSDPModule
 
-    return [name for name, m in model.named_modules() if isinstance(m, FSDPModule)]
+    units = [name for name, m in model.named_modules() if isinstance(m, FSDPModule)]
+    if units == [""] and torch.distributed.get_rank() == 0:
+        log.warning(
+            "FSDP made the whole model one unit: every forward gathers all of it; set "
+            "fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP (or --fsdp_auto_wrap_policy) to shard by layer"
+        )
+    return units
 
 
 def full_tensor(t: Any) -> Any:

@@ -72,7 +72,8 @@ def test_fsdp_equals_one_process_and_resumes(one, tmp_path):
     from align.models import tiny_model
 
     run = tmp_path / "fsdp"
-    args = ("train.per_device_batch_size=2", *COMMON)
+    # 1 pair x 2 micro-batches x 2 ranks: gradients stay unsynchronised (no_sync) until the last one
+    args = ("train.per_device_batch_size=1", "train.gradient_accumulation_steps=2", *COMMON)
     _finish(
         launch_accelerate(run, [*FSDP_CPU, "--main_process_port", str(free_port())], *args),
         tmp_path / "fsdp.log",
