@@ -31,10 +31,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from align import sharding
 from align.errors import AlignError
 from align.ranks import any_rank
 from align.secrets import redact
+from align.sharding import full_optimizer_state, full_trainable_state, shard_optimizer_state
 
 log = logging.getLogger("align.checkpoint")
 
@@ -139,9 +139,13 @@ def dumps_json(obj: Any, indent: int | None = None) -> str:
     return json.dumps(finite_json(obj), indent=indent, allow_nan=False)
 
 
-def adapter_state(peft_model) -> dict[str, torch.Tensor]:
-    """The adapter under PEFT's file names, whole (gathered when sharded: call on every rank)."""
-    return sharding.adapter_state(peft_model)
+def adapter_state(peft_model, model_state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The adapter's tensors, full even when sharded (FSDP): every rank must call it.
+    `model_state` is `full_trainable_state(peft_model)` when the caller has it already."""
+    from peft import get_peft_model_state_dict
+
+    sd = get_peft_model_state_dict(peft_model, state_dict=model_state or full_trainable_state(peft_model))
+    return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
 
 
 def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
@@ -246,9 +250,9 @@ def save_checkpoint(
     final = run_dir / "checkpoints" / f"step-{state.step:07d}"
     tmp = final.parent / f".tmp-{final.name}"
     main = accelerator.is_main_process
-    weights = adapter_state(peft_model)
-    check_finite(weights, f"checkpoint {final}")  # same weights on every rank: same decision
-    optim_state = sharding.optimizer_state(peft_model, optimizer)  # collective when sharded
+    weights = adapter_state(peft_model)  # gathered on every rank (FSDP): same decision everywhere
+    check_finite(weights, f"checkpoint {final}")
+    optim_state = full_optimizer_state(optimizer)
     previous = list_checkpoints(run_dir)
     what = f"checkpoint {final} ({'the previous checkpoint ' + previous[-1].name + ' is intact' if previous else 'no earlier checkpoint'})"
 
@@ -286,8 +290,11 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def load_checkpoint(path: Path, accelerator, peft_model, optimizer, scheduler) -> TrainState:
-    sharding.load_adapter_state(peft_model, load_file(path / "adapter_model.safetensors"))
-    sharding.load_optimizer_state(peft_model, optimizer, torch.load(path / "optimizer.pt", weights_only=True))
+    from peft import set_peft_model_state_dict
+
+    set_peft_model_state_dict(peft_model, load_file(path / "adapter_model.safetensors"))
+    optim_state = torch.load(path / "optimizer.pt", weights_only=True)
+    optimizer.load_state_dict(shard_optimizer_state(optimizer, optim_state))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng = path / f"rng_rank{accelerator.process_index}.safetensors"
     if rng.exists():  # a different world size keeps fresh RNG streams for new ranks
@@ -297,17 +304,17 @@ def load_checkpoint(path: Path, accelerator, peft_model, optimizer, scheduler) -
 
 def save_adapter(run_dir: Path, peft_model, accelerator) -> Path:
     """Final adapter as stock PEFT files: `PeftModel.from_pretrained(base, run_dir/'adapter')`.
-    Written by the main process; every rank learns whether it worked."""
+    Gathered on every rank (FSDP shards it), written by the main process; every rank learns
+    whether it worked."""
     final = run_dir / "adapter"
     tmp = final.parent / f".tmp-{final.name}"
-    check_finite(adapter_state(peft_model), f"the final adapter {final}")
-    # whole tensors under parameter names (gathered when sharded), for PEFT's own writer
-    trainable = {n: sharding.full(p) for n, p in peft_model.named_parameters() if p.requires_grad}
+    full = full_trainable_state(peft_model)
+    check_finite(adapter_state(peft_model, full), f"the final adapter {final}")
 
     def write() -> None:
         if accelerator.is_main_process:
             atomic_dir(final)
-            peft_model.save_pretrained(tmp, safe_serialization=True, state_dict=trainable)
+            peft_model.save_pretrained(tmp, state_dict=full, safe_serialization=True)
             commit_dir(tmp, final)
 
     _on_all_ranks(accelerator, write, f"the final adapter {final}", tmp)

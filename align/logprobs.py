@@ -124,11 +124,15 @@ class SequenceScorer(nn.Module):
             and getattr(lm, "base_model", None) is not lm
         )
         self.attn = getattr(cfg, "_attn_implementation", None) or "sdpa"
-        # FSDP wraps each module of these classes as one unit (Accelerate reads this attribute of
-        # the module it prepares; without it, it would gather the whole model at every forward)
-        self._no_split_modules = list(getattr(lm, "_no_split_modules", None) or [])
         self.layout = resolve_layout(layout, self.attn, gradient_checkpointing)
         self._logits_dtype = torch.float32
+
+    @property
+    def _no_split_modules(self) -> list[str] | None:
+        """The decoder-layer classes of the wrapped model: what FSDP's TRANSFORMER_BASED_WRAP makes
+        its units (Accelerate reads this from the module it prepares, i.e. this one)."""
+        names = getattr(_causal_lm(self.model), "_no_split_modules", None)
+        return list(names) if names else None
 
     def forward(
         self,

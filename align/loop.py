@@ -34,6 +34,7 @@ from align.interrupt import StopRequest
 from align.methods import mean_metrics
 from align.objectives.types import ObjectiveOutput
 from align.ranks import any_rank
+from align.sharding import full_tensor
 
 log = logging.getLogger("align.loop")
 
@@ -215,9 +216,7 @@ def train(parts: LoopParts, state: TrainState) -> TrainState:
                     out = parts.step_fn(batch, True)
                     acc.backward(out.loss.sum() / examples_per_step)
                 outputs.append(out)
-            grad_norm = acc.clip_grad_norm_(params, clip)
-            if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2: the global norm, replicated
-                grad_norm = grad_norm.full_tensor()
+            grad_norm = full_tensor(acc.clip_grad_norm_(params, clip))  # FSDP: a replicated DTensor
             loss_sum = torch.stack([o.loss.detach().float().sum() for o in outputs]).sum()
             grad_ok = torch.isfinite(torch.as_tensor(grad_norm, device=loss_sum.device))
             # one all-reduce per step: every rank skips, and stops, at the same step

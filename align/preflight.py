@@ -20,17 +20,18 @@ import torch
 from align.errors import ModelError, RecipeError
 from align.models import TINY_NAME, add_lora, first_line, load_config, tiny_model
 from align.recipe import LoraConfig, ModelConfig, Recipe
+from align.sharding import check_launch
 
 _passed: set[str] = set()  # model+lora settings already checked in this process (cli, then train.run)
 
 
 def check(r: Recipe) -> None:
     """Raise RecipeError/ModelError (one line, naming the key) for what would fail after loading."""
-    from align import precision, sharding
+    from align import precision
     from align.logprobs import resolve_layout
 
+    check_launch()  # DeepSpeed / FSDP1: refused before Accelerate or the model loads
     check_output_dir(r.output_dir)
-    sharding.check_launcher(on_cuda=torch.cuda.is_available() and r.cpu is not True)
     precision.from_recipe(r)  # a precision this machine or launcher cannot honour
     resolve_layout(r.train.layout, r.model.attn_implementation, r.model.gradient_checkpointing)
     check_model(r.model, r.lora)

@@ -67,26 +67,22 @@ class CachedReference:
 
 
 class MemoReference:
-    """Remembers reference log-probs per example of a fixed set (the held-out split), so
-    repeated evaluations pay the adapter-off forward once."""
+    """Remembers reference log-probs per batch of a fixed set (the held-out split, batched the
+    same way every time), so repeated evaluations pay the adapter-off forward once.
+
+    Keyed by the batch's example indices, not per example: a rank whose padded last batch repeats
+    examples it has already scored must still run the forward its peers run, or a sharded (FSDP)
+    model waits forever for its all-gather."""
 
     def __init__(self, inner: AdapterOffReference | CachedReference) -> None:
         self.inner = inner
-        self.rows: dict[int, tuple[torch.Tensor, ...]] = {}
+        self.batches: dict[tuple[int, ...], SeqLogps] = {}
 
     def __call__(self, batch: PairBatch) -> SeqLogps:
-        keys = batch.index.tolist()
-        if not all(k in self.rows for k in keys):
-            pair = PairBatch.split(self.inner(batch))
-            for i, k in enumerate(keys):
-                self.rows[k] = (
-                    pair.chosen.sum[i],
-                    pair.rejected.sum[i],
-                    pair.chosen.n_tokens[i],
-                    pair.rejected.n_tokens[i],
-                )
-        cs, rs, cn, rn = (torch.stack(col) for col in zip(*(self.rows[k] for k in keys)))
-        return SeqLogps(sum=torch.cat([cs, rs]), n_tokens=torch.cat([cn, rn]))
+        key = tuple(batch.index.tolist())
+        if key not in self.batches:
+            self.batches[key] = self.inner(batch)
+        return self.batches[key]
 
 
 def fingerprint(*parts: object) -> str:
@@ -136,22 +132,22 @@ def precompute(
     accelerator,
     batch_size: int,
 ) -> CachedReference:
-    """Compute (or load) the reference table for `n_examples`; ranks split the work."""
+    """Compute (or load) the reference table for `n_examples`; ranks split the work.
+
+    Every rank runs the same number of forwards (a short share is padded with repeats of its
+    own examples, whose rows are written twice with the same values): a sharded model (FSDP)
+    all-gathers in each forward, so a rank with one batch fewer would leave the others waiting."""
     if path.exists():
         log.info("reference log-probs: cached %s", path)
         return CachedReference(load_file(path))
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = list(range(rank, n_examples, world))
-    # Every rank runs the same number of forwards (a sharded model's forward is collective): the
-    # short ranks score one extra batch of repeats, and drop it.
-    n_batches = math.ceil(math.ceil(n_examples / world) / batch_size)
+    per_rank = math.ceil(n_examples / world)
+    mine += [mine[0] if mine else 0] * (per_rank - len(mine))
     rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("idx", "cs", "rs", "cn", "rn")}
-    for k in range(n_batches):
-        chunk = mine[k * batch_size : (k + 1) * batch_size]
-        b = batches(chunk or [0]).to(accelerator.device)
+    for start in range(0, per_rank, batch_size):
+        b = batches(mine[start : start + batch_size]).to(accelerator.device)
         pair = PairBatch.split(score(b))
-        if not chunk:
-            continue
         rows["idx"].append(b.index.cpu())
         rows["cs"].append(pair.chosen.sum.float().cpu())
         rows["rs"].append(pair.rejected.sum.float().cpu())

@@ -1,108 +1,122 @@
-"""Sharded training state (FSDP2) in and out of checkpoints, and what sharding cannot run here.
+"""Sharded launches: FSDP2 with one unit per decoder layer, full tensors in every file written.
 
-Under FSDP2 every parameter, gradient and AdamW moment is a DTensor holding one rank's shard:
-`state_dict()` and `get_peft_model_state_dict` would hand rank 0's shard to the file writer. So
-when parameters are sharded, the adapter is gathered with `full_tensor()` and the optimizer state
-with torch's `get_optimizer_state_dict(full_state_dict=True)`; resuming scatters them back with
-`set_model_state_dict` / `set_optimizer_state_dict`. Files stay world-size independent (a run
-sharded over 8 GPUs resumes on 4, or unsharded). Gathering is collective: every rank calls these.
-
-Accelerate enters FSDP only on accelerators (its CPU path is plain data parallel, so an FSDP
-config on a CPU machine would silently not shard) and runs FSDP2 (`fsdp_version: 2`); DeepSpeed's
-engine owns gradient accumulation and the optimizer step, which align's loop does itself. Both
-cases are refused before anything loads, with what to use instead (`check_launcher`).
+- Accelerate wraps `SequenceScorer`, not the transformers model, so the decoder-layer class that
+  its TRANSFORMER_BASED_WRAP reads from `_no_split_modules` comes from the scorer (see
+  `SequenceScorer._no_split_modules`); without it FSDP would shard only the root and gather the
+  whole model at every forward.
+- Under FSDP2 every parameter (and its Adam state) is a DTensor holding this rank's slice: rank 0's
+  `state_dict()` alone is a fraction of the adapter. `full_tensor` gathers; every rank must call
+  it, in the same order. Checkpoints hold full tensors, so a sharded run resumes under any world
+  size or strategy and the final adapter is stock PEFT.
+- Accelerate drops an FSDP launch to plain gloo data parallelism when the Accelerator is built
+  with `cpu=True`, as align does without CUDA; `fsdp_on_cpu` turns FSDP back on, so the sharded
+  path runs (and is tested) on CPU with gloo.
+- DeepSpeed and FSDP1 are refused before anything loads (`check_launch`): DeepSpeed's engine
+  steps, clips and scales inside `backward`, which bypasses the loop's explicit accumulation and
+  its skip of non-finite steps; FSDP1 has no CPU path in Accelerate and flattens parameters, so
+  the gathering here would not apply.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import torch
-from torch import nn
 
-from align.errors import RecipeError
+from align.errors import AlignError
+
+log = logging.getLogger("align.sharding")
 
 
-def _is_dtensor(t: torch.Tensor) -> bool:
+class LaunchError(AlignError):
+    """The `accelerate launch` configuration asks for something align does not support."""
+
+
+def check_launch(env: Mapping[str, str] = os.environ) -> None:
+    """Refuse DeepSpeed and FSDP1 launches (read from the variables `accelerate launch` sets)."""
+    if env.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        raise LaunchError(
+            "DeepSpeed launches are not supported (its engine steps the optimizer inside backward, "
+            "bypassing align's gradient accumulation, clipping and non-finite-step skipping); to shard, "
+            "use FSDP2: accelerate launch --config_file recipes/accelerate/fsdp.yaml -m align train ..."
+        )
+    if env.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and env.get("FSDP_VERSION", "1") != "2":
+        raise LaunchError(
+            f"FSDP version {env.get('FSDP_VERSION', '1')} is not supported; set fsdp_version: 2 in the "
+            "accelerate config (or pass --fsdp_version 2), as recipes/accelerate/fsdp.yaml does"
+        )
+
+
+def fsdp_on_cpu(accelerator) -> None:
+    """Make an FSDP launch shard on CPU too: Accelerate keeps MULTI_CPU (plain all-reduce) for
+    `cpu=True` even when the launch asked for FSDP, and ignores its plugin."""
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return
+    if accelerator.distributed_type != DistributedType.MULTI_CPU:
+        return
+    plugin = FullyShardedDataParallelPlugin()  # from the FSDP_* variables the launcher set
+    if accelerator.mixed_precision != "no":
+        plugin.set_mixed_precision(accelerator.mixed_precision)
+    accelerator.state.fsdp_plugin = plugin
+    accelerator.state.distributed_type = DistributedType.FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+
+def fsdp_units(model: torch.nn.Module) -> list[str]:
+    """Names of the modules FSDP2 made units of ("" is the root): recorded in the run manifest, so
+    a run shows whether its layers were really sharded one by one."""
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [name for name, m in model.named_modules() if isinstance(m, FSDPModule)]
+    if units == [""] and torch.distributed.get_rank() == 0:
+        log.warning(
+            "FSDP made the whole model one unit: every forward gathers all of it; set "
+            "fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP (or --fsdp_auto_wrap_policy) to shard by layer"
+        )
+    return units
+
+
+def full_tensor(t: Any) -> Any:
+    """The whole tensor behind a DTensor (a collective: every rank calls it); others unchanged."""
     from torch.distributed.tensor import DTensor
 
-    return isinstance(t, DTensor)
+    return t.full_tensor() if isinstance(t, DTensor) else t
 
 
-def is_sharded(module: nn.Module) -> bool:
-    return any(_is_dtensor(p) for p in module.parameters())
+def full_trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """`module.state_dict()` with every trainable entry gathered to a full tensor (frozen sharded
+    entries stay as they are: nothing of the base is gathered). Every rank must call it."""
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    return {k: full_tensor(v) if k in trainable else v for k, v in module.state_dict().items()}
 
 
-def full(t: torch.Tensor) -> torch.Tensor:
-    """The whole tensor on CPU (a collective for a DTensor)."""
-    return (t.full_tensor() if _is_dtensor(t) else t).detach().cpu().contiguous()
+def full_optimizer_state(optimizer) -> dict[str, Any]:
+    """`optimizer.state_dict()` with sharded state (Adam moments) gathered to full tensors: the
+    same file as an unsharded run writes. Every rank must call it."""
+    sd = optimizer.state_dict()
+    state = {i: {k: full_tensor(v) for k, v in sorted(sd["state"][i].items())} for i in sorted(sd["state"])}
+    return {**sd, "state": state}
 
 
-def adapter_state(peft_model: nn.Module) -> dict[str, torch.Tensor]:
-    """The adapter's tensors under PEFT's file names, whole on every rank."""
-    from peft import get_peft_model_state_dict
+def shard_optimizer_state(optimizer, sd: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of `full_optimizer_state`: cut each full state tensor to this rank's slice of its
+    parameter (every rank read the same file, so no communication is needed)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
 
-    trainable = {n: full(p) for n, p in peft_model.named_parameters() if p.requires_grad}
-    if not is_sharded(peft_model):
-        return {k: full(v) for k, v in get_peft_model_state_dict(peft_model).items()}
-    return get_peft_model_state_dict(peft_model, state_dict=trainable)
-
-
-def load_adapter_state(peft_model: nn.Module, weights: Mapping[str, torch.Tensor]) -> None:
-    """Inverse of `adapter_state`, into sharded or plain parameters."""
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
-
-    if not is_sharded(peft_model):
-        set_peft_model_state_dict(peft_model, dict(weights))
-        return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-    # PEFT's file names drop the adapter name; map them back to parameter names via PEFT itself
-    names = [n for n, p in peft_model.named_parameters() if p.requires_grad]
-    tags = {n: torch.tensor(i) for i, n in enumerate(names)}
-    to_param = {k: names[int(v)] for k, v in get_peft_model_state_dict(peft_model, state_dict=tags).items()}
-    state = {to_param[k]: v for k, v in weights.items()}
-    set_model_state_dict(peft_model, state, options=StateDictOptions(full_state_dict=True, strict=False))
-
-
-def optimizer_state(model: nn.Module, optimizer) -> dict:
-    """What to save: `optimizer.state_dict()`, or the gathered full state when sharded."""
-    inner = getattr(optimizer, "optimizer", optimizer)  # Accelerate's wrapper
-    if not is_sharded(model):
-        return inner.state_dict()
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-    return get_optimizer_state_dict(
-        model, inner, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-    )
-
-
-def load_optimizer_state(model: nn.Module, optimizer, state: dict) -> None:
-    inner = getattr(optimizer, "optimizer", optimizer)
-    if not is_sharded(model):
-        inner.load_state_dict(state)
-        return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-    set_optimizer_state_dict(model, inner, state, options=StateDictOptions(full_state_dict=True))
-
-
-def check_launcher(on_cuda: bool, env: Mapping[str, str] | None = None) -> None:
-    """Refuse launcher configs align cannot honour, before anything loads."""
-    env = os.environ if env is None else env
-    if env.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-        raise RecipeError(
-            "accelerate launch: DeepSpeed is not supported: its engine steps the optimizer and "
-            "accumulates gradients itself, while align's loop does both explicitly (exact accumulation, "
-            "skipped non-finite steps). Shard with FSDP instead: --config_file recipes/accelerate/fsdp.yaml"
-        )
-    if env.get("ACCELERATE_USE_FSDP", "").lower() != "true":
-        return
-    if not on_cuda:
-        raise RecipeError(
-            "accelerate launch: FSDP needs CUDA GPUs (on CPU, Accelerate would run plain data "
-            "parallel and shard nothing); on CPU launch with --multi_gpu (gloo data parallel)"
-        )
-    if env.get("FSDP_VERSION", "2") != "2":
-        raise RecipeError("accelerate launch: align runs FSDP2 only; set fsdp_version: 2 in the config")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    state = {}
+    for i, entry in sd["state"].items():
+        p = params[int(i)]
+        state[i] = {
+            k: distribute_tensor(v.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
+            if isinstance(p, DTensor) and isinstance(v, torch.Tensor) and v.shape == p.shape
+            else v
+            for k, v in entry.items()
+        }
+    return {**sd, "state": state}

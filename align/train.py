@@ -36,6 +36,7 @@ from align.run_dir import (
     start_state,
 )
 from align.secrets import redact_obj
+from align.sharding import fsdp_on_cpu, fsdp_units
 
 log = logging.getLogger("align.train")
 
@@ -90,6 +91,7 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     prec = precision.from_recipe(r)
     model_spec = replace(r.model, dtype=prec.base_dtype)  # "auto" resolved: loading and cache keys
     accelerator = make_accelerator(r, prec)
+    fsdp_on_cpu(accelerator)  # Accelerate ignores an FSDP launch when cpu=True
     set_seed(r.seed)
     main = accelerator.is_main_process
     do_resume = bool(r.resume if resume is None else resume)
@@ -197,6 +199,7 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     )
     state = start_state(run_dir, r, accelerator, parts, total, do_resume)
     manifest = _manifest(r, data, method, accelerator, total, prec)
+    manifest["fsdp_units"] = fsdp_units(scorer)  # one per decoder layer + the root, or []
     if main:
         write_text_atomic(run_dir / "recipe.yaml", dump_recipe(r))
         write_text_atomic(run_dir / "manifest.json", dumps_json(manifest, indent=1))

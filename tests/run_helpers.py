@@ -117,3 +117,17 @@ def launch_two(out: Path, *overrides: str, log: Path | None = None):
     ]
     handle = open(log or out.with_name(out.name + ".log"), "w")  # noqa: SIM115 - the process owns it
     return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=align_env(), cwd=ROOT)
+
+
+def launch_accelerate(
+    out: Path, launch_args: list[str], *overrides: str, log: Path | None = None, **env: str
+):
+    """`accelerate launch <launch_args> -m align train tests/tiny.yaml output_dir=OUT ...` in the
+    background (FSDP configs, one "node" of a multi-node group, ...)."""
+    import subprocess
+    import sys
+
+    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", *launch_args, "-m", "align", "train"]
+    cmd += [str(TINY), f"output_dir={out}", *overrides]
+    handle = open(log or out.with_name(out.name + ".log"), "w")  # noqa: SIM115 - the process owns it
+    return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=align_env(**env), cwd=ROOT)

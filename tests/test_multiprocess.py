@@ -16,3 +16,9 @@ def test_two_processes_equal_one(tmp_path):
     assert manifest["world_size"] == 2
     assert manifest["distributed_type"].endswith("MULTI_CPU")  # a real gloo group, not two lone processes
     assert max_abs_diff(adapter(tmp_path / "one"), adapter(tmp_path / "two")) < 1e-5
+
+
+def test_multi_process_comparisons_use_gloo_below_two_gpus():
+    """On a one-GPU machine two ranks cannot each have a GPU: compared runs go to CPU (gloo)."""
+    assert multi_process_overrides(gpus=0) == multi_process_overrides(gpus=1) == ("cpu=true",)
+    assert multi_process_overrides(gpus=2) == ()
