@@ -104,3 +104,27 @@ def test_run_directory_contents(tmp_path):
         base = SequenceScorer(loaded)(ids, att, mask).sum
     assert torch.allclose(a, b, atol=1e-5)
     assert not torch.allclose(a, base, atol=1e-4)
+
+
+def test_metric_values_nan_aware_means_and_per_step_counts():
+    """A per-class metric averages only where it applies; `count/*` is a per-step total."""
+    from align.loop import accumulate, metric_values
+
+    sums, counts = {}, {}
+    nan = float("nan")
+    step1 = {
+        "rewards/desirable": torch.tensor([1.0, nan, 3.0]),
+        "count/desirable": torch.tensor([1.0, 0.0, 1.0]),
+    }
+    step2 = {
+        "rewards/desirable": torch.tensor([nan, nan, 5.0]),
+        "count/desirable": torch.tensor([0.0, 0.0, 1.0]),
+    }
+    accumulate(sums, counts, step1)
+    accumulate(sums, counts, step2)
+    plain = {k: float(v) for k, v in sums.items()}, {k: float(v) for k, v in counts.items()}
+    values = metric_values(*plain, per=2)
+    assert values["rewards/desirable"] == 3.0  # (1 + 3 + 5) / 3, not / 6
+    assert values["count/desirable"] == 1.5  # 3 desirable over 2 steps
+    empty = metric_values({"rewards/undesirable": 0.0}, {"rewards/undesirable": 0.0})
+    assert empty["rewards/undesirable"] != empty["rewards/undesirable"]  # NaN (written as null), not 0

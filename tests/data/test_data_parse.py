@@ -277,3 +277,31 @@ def test_unpaired_rejections() -> None:
         unpaired({"prompt": "q", "completion": " ", "label": 1})
     with pytest.raises(DataError, match="field 'completion': missing field"):
         unpaired({"prompt": "q", "label": 1})
+
+
+@pytest.mark.parametrize(
+    ("raw", "label"), [("up", True), ("down", False), (" UP ", True), ("👍", True), ("👎", False)]
+)
+def test_unpaired_thumbs_labels(raw: str, label: bool) -> None:
+    assert unpaired({"prompt": "q", "completion": "a", "label": raw}).label is label
+
+
+@pytest.mark.parametrize(
+    ("raw", "label"), [(4, True), (5.0, True), ("4.5", True), (3.5, False), (1, False), ("0", False)]
+)
+def test_unpaired_ratings_with_a_threshold(raw: object, label: bool) -> None:
+    rec = parse_unpaired(
+        {"prompt": "q", "completion": "a", "label": raw},
+        source="kto.jsonl",
+        where="record 3",
+        label_threshold=4,
+    )
+    assert rec.label is label
+
+
+@pytest.mark.parametrize("raw", [5, "4.5", -1])
+def test_unpaired_rating_without_threshold_says_how_to_fix_it(raw: object) -> None:
+    with pytest.raises(
+        DataError, match=r"record 3: field 'label': rating without threshold: .*data.label_threshold"
+    ):
+        unpaired({"prompt": "q", "completion": "a", "label": raw})
