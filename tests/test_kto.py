@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -81,11 +82,13 @@ def test_tiny_kto_run_learns_and_records_everything(tmp_path):
     assert any(x["train/kl"] > 0 for x in train)  # z0 moves once the policy does
 
 
-def test_batch_size_one_trains(tmp_path):
+@pytest.mark.parametrize("size", [1, 3])
+def test_batch_size_one_and_odd_sizes_train(tmp_path, size):
     """TRL rejects per-device batch size 1 (its KL rows rotate within the batch); ours are fixed
-    per record, so one record per step works."""
-    summary = run_tiny(tmp_path / "one", *KTO, "train.per_device_batch_size=1", "train.max_steps=3")
+    per record, so one record per step, or an odd number, works the same way."""
+    summary = run_tiny(tmp_path / "one", *KTO, f"train.per_device_batch_size={size}", "train.max_steps=3")
     assert summary["steps"] == 3 and summary["skipped_steps"] == 0
+    assert summary["after"]["eval/kl"] == summary["after"]["eval/kl"]  # defined (not NaN)
 
 
 def test_pairs_are_unpaired_for_kto_and_the_log_says_so(tmp_path, caplog):
@@ -167,3 +170,43 @@ def test_precomputed_reference_equals_adapter_off(tmp_path):
     fingerprint = json.loads((tmp_path / "pre" / "manifest.json").read_text())["data"]["fingerprint"]
     assert list((cache_dir() / "reference").glob(f"{fingerprint}-*-train.safetensors"))
     assert max_abs_diff(adapter(tmp_path / "live"), adapter(tmp_path / "pre")) < 1e-5
+
+
+def _one_class_rank(rank: int, init: str, out_dir: str) -> None:
+    """Rank 0 holds 3 desirable records, rank 1 one undesirable: z0 = global sum / global count."""
+    import torch.distributed as dist
+
+    from align.data.batches import UnpairedBatch
+    from align.methods import KTOMethod
+    from align.objectives import SeqLogps
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    n = 3 if rank == 0 else 1
+    # rows: n own completions (log-ratio r = 1), then n KL rows (log-ratio 1 on rank 0, 5 on rank 1)
+    pol = torch.cat([torch.full((n,), -2.0), torch.zeros(n)]).requires_grad_()
+    ref = torch.cat([torch.full((n,), -3.0), torch.full((n,), -1.0 if rank == 0 else -5.0)])
+    ones = torch.ones(2 * n)
+    batch = UnpairedBatch(
+        *(torch.zeros(1, 1),) * 3, index=torch.arange(n), desirable=torch.full((n,), rank == 0)
+    )
+    out = KTOMethod(beta=0.5).loss(SeqLogps(pol, ones), SeqLogps(ref, ones), batch)
+    out.loss.sum().backward()
+    torch.save(
+        {"z0": out.metrics["kl"][0], "loss": out.loss.detach(), "grad": pol.grad}, f"{out_dir}/{rank}.pt"
+    )
+    dist.destroy_process_group()
+
+
+def test_a_rank_with_one_class_and_uneven_counts(tmp_path):
+    import torch.multiprocessing as mp
+    from run_helpers import free_port
+
+    mp.spawn(_one_class_rank, args=(f"tcp://127.0.0.1:{free_port()}", str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
+    # z0 = (3 x 1 + 1 x 5) / 4 = 2 on both ranks; a mean of per-rank means would be (1 + 5) / 2 = 3
+    assert float(r0["z0"]) == float(r1["z0"]) == 2.0
+    for r in (r0, r1):
+        assert torch.isfinite(r["loss"]).all() and torch.isfinite(r["grad"]).all()
+    sig = lambda x: 1 / (1 + math.exp(-x))
+    assert r0["loss"].tolist() == pytest.approx([1 - sig(0.5 * (1 - 2))] * 3, abs=1e-6)  # desirable, r = 1
+    assert r1["loss"].tolist() == pytest.approx([1 - sig(0.5 * (2 - 1))], abs=1e-6)  # undesirable, r = 1
