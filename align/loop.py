@@ -261,10 +261,11 @@ def train(parts: LoopParts, state: TrainState) -> TrainState:
                 window = Window()
                 write_metrics(parts, state.step, metrics)
                 if "train/loss" in metrics:
-                    bar.set_postfix(
-                        loss=f"{metrics['train/loss']:.4f}",
-                        acc=f"{metrics.get('train/rewards/accuracies', 0):.2f}",
-                    )
+                    shown = {"loss": metrics["train/loss"]}
+                    for key, name in (("rewards/accuracies", "acc"), ("reward_gap", "gap"), ("kl", "kl")):
+                        if f"train/{key}" in metrics:
+                            shown[name] = metrics[f"train/{key}"]
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
             if (
                 parts.eval_fn
                 and parts.eval_every
