@@ -63,6 +63,9 @@ from align.recipe import ModelConfig
 from align.reference import AdapterOffReference
 
 ATOL = 1e-5
+# TRL 1.16's DPOConfig defaults bf16=True: transformers refuses that on a CPU-only machine unless use_cpu,
+# and autocasts silently where a GPU is present. These comparisons are fp32 on CPU on every machine.
+TRL_CPU_FP32 = dict(use_cpu=True, bf16=False, fp16=False)
 
 
 def _msg(role: str, content: str) -> dict[str, str]:
@@ -134,8 +137,7 @@ def _make_trainer(
     args = DPOConfig(
         output_dir=str(out),
         report_to="none",
-        use_cpu=True,
-        bf16=False,
+        **TRL_CPU_FP32,
         gradient_checkpointing=False,
         loss_type=loss_type,
         beta=beta,
@@ -275,6 +277,13 @@ def _check_against_trl(
     assert our_grads.keys() == trl_grads.keys()
     for name, g in trl_grads.items():
         torch.testing.assert_close(our_grads[name], g, atol=1e-6, rtol=1e-4, msg=f"{layout}: {name}")
+
+
+def test_trl_side_is_fp32_on_cpu_whatever_the_machine(make_trl) -> None:
+    trainer = make_trl("sigmoid", 0.1, n_batch=1).trainer
+    assert (trainer.args.bf16, trainer.args.fp16, trainer.accelerator.mixed_precision) == (False, False, "no")
+    assert trainer.args.device.type == "cpu"
+    assert {(p.device.type, p.dtype) for p in trainer.model.parameters()} == {("cpu", torch.float32)}
 
 
 def test_collator_matches_trl(make_trl, tokenizer) -> None:
