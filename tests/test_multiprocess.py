@@ -1,10 +1,17 @@
-"""A real 2-process gloo run (accelerate launch --multi_gpu on CPU) equals a 1-process run."""
+"""A real 2-process run (accelerate launch --multi_gpu: gloo on CPU, NCCL with two GPUs) equals a
+1-process run on the same device."""
 
 from __future__ import annotations
 
 import json
 
-from run_helpers import adapter, launch_two, max_abs_diff, multi_process_overrides, run_tiny
+import torch
+from accelerate.state import PartialState
+from accelerate.utils import DistributedType
+from run_helpers import TINY, adapter, launch_two, max_abs_diff, multi_process_overrides, run_tiny
+
+from align import precision
+from align.recipe import load_recipe
 
 
 def test_two_processes_equal_one(tmp_path):
@@ -14,7 +21,8 @@ def test_two_processes_equal_one(tmp_path):
     assert proc.wait(timeout=300) == 0, (tmp_path / "two.log").read_text()[-3000:]
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert manifest["world_size"] == 2
-    assert manifest["distributed_type"].endswith("MULTI_CPU")  # a real gloo group, not two lone processes
+    # a real process group, not two lone processes: gloo on CPU, NCCL with a GPU per rank
+    assert manifest["distributed_type"].endswith("MULTI_CPU" if multi_process_overrides() else "MULTI_GPU")
     assert max_abs_diff(adapter(tmp_path / "one"), adapter(tmp_path / "two")) < 1e-5
 
 
@@ -22,3 +30,20 @@ def test_multi_process_comparisons_use_gloo_below_two_gpus():
     """On a one-GPU machine two ranks cannot each have a GPU: compared runs go to CPU (gloo)."""
     assert multi_process_overrides(gpus=0) == multi_process_overrides(gpus=1) == ("cpu=true",)
     assert multi_process_overrides(gpus=2) == ()
+
+
+def test_below_two_gpus_the_ranks_form_a_gloo_group_on_cpu_in_fp32(monkeypatch):
+    """What each rank's Accelerator decides (accelerate/state.py `_prepare_backend`) under `accelerate
+    launch --multi_gpu` (LOCAL_RANK set) with a GPU present: NCCL unless cpu=True, then gloo. Without
+    cpu=True both ranks of a one-GPU machine would take cuda:0 (`set_device`: local rank % device
+    count), which NCCL refuses. The overrides also resolve precision to fp32 on every machine."""
+    r = load_recipe(TINY, list(multi_process_overrides(gpus=1)))
+    assert r.cpu is True
+    assert precision.resolve(r.precision, r.model.dtype, on_cuda=False, bf16_supported=False).name == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert PartialState._prepare_backend(None, cpu=False) == ("nccl", DistributedType.MULTI_GPU)
+    backend, kind = PartialState._prepare_backend(None, cpu=r.cpu)
+    assert kind == DistributedType.MULTI_CPU
+    assert backend == ("mpi" if torch.distributed.is_mpi_available() else "gloo")
