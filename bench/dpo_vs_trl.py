@@ -277,12 +277,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
     return cfg, a
 
 
-def run_side(side: str, cfg_path: Path, tmp: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """One side in its own process: (result, None) or (None, the reason it failed)."""
+def run_side(
+    side: str, cfg_path: Path, tmp: Path, script: str = __file__
+) -> tuple[dict[str, Any] | None, str | None]:
+    """One side in its own process (`script --child SIDE`): (result, None) or (None, the reason
+    it failed). bench/kto_vs_trl.py runs its sides through this too."""
     out = tmp / f"{side}.json"
     cmd = [
         sys.executable,
-        __file__,
+        script,
         "--child",
         side,
         "--child-config",
