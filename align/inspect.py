@@ -39,9 +39,15 @@ def render(tokenizer, ex: dict) -> str:
     """The prompt shown inside ⟦masked: …⟧ (no loss), each completion after it."""
     prompt = tokenizer.decode(ex["prompt_ids"])
     out = [f"⟦masked: {prompt}⟧"]
-    for key in ("chosen_ids", "rejected_ids"):
-        out.append(f"  {key.split('_')[0]:8s} (loss on {len(ex[key])} tokens): {tokenizer.decode(ex[key])!r}")
+    for key in _completion_keys(ex):
+        name = key.split("_")[0] if "label" not in ex else ("desirable" if ex["label"] else "undesirable")
+        out.append(f"  {name:8s} (loss on {len(ex[key])} tokens): {tokenizer.decode(ex[key])!r}")
     return "\n".join(out)
+
+
+def _completion_keys(ex: dict) -> tuple[str, ...]:
+    """Pairs have two completions; unpaired (KTO) records one, with a label."""
+    return ("completion_ids",) if "completion_ids" in ex else ("chosen_ids", "rejected_ids")
 
 
 def _source_key(source: str) -> str:
@@ -93,13 +99,15 @@ def inspect(source: str, recipe_path: str | None, overrides: list[str]) -> str:
         + summarize(data.token_stats),
         "token lengths:",
     ]
-    for name, fn in (
-        ("prompt", lambda e: len(e["prompt_ids"])),
-        ("chosen", lambda e: len(e["chosen_ids"])),
-        ("rejected", lambda e: len(e["rejected_ids"])),
-        ("prompt+longer", lambda e: len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"]))),
-    ):
+    keys = _completion_keys(examples[0]) if examples else ()
+    columns = [("prompt", lambda e: len(e["prompt_ids"]))]
+    columns += [(k.split("_")[0], lambda e, k=k: len(e[k])) for k in keys]
+    columns.append(("prompt+longer", lambda e: len(e["prompt_ids"]) + max(len(e[k]) for k in keys)))
+    for name, fn in columns:
         lines.append(f"  {name:14s} {_percentiles([fn(e) for e in examples])}")
+    if examples and "label" in examples[0]:
+        up = sum(1 for e in data.train if e["label"])
+        lines.append(f"labels (train): {up} desirable, {len(data.train) - up} undesirable")
     for ex in examples[:2]:
         lines += ["", f"example {ex.get('origin', '')}:", render(tok, ex)]
     return "\n".join(lines)

@@ -210,3 +210,12 @@ def test_a_rank_with_one_class_and_uneven_counts(tmp_path):
     sig = lambda x: 1 / (1 + math.exp(-x))
     assert r0["loss"].tolist() == pytest.approx([1 - sig(0.5 * (1 - 2))] * 3, abs=1e-6)  # desirable, r = 1
     assert r1["loss"].tolist() == pytest.approx([1 - sig(0.5 * (2 - 1))], abs=1e-6)  # undesirable, r = 1
+
+
+def test_data_inspect_shows_unpaired_records(capsys):
+    from align.cli import main
+
+    assert main(["data", "inspect", "align_thumbs_v1"]) == 0
+    out = capsys.readouterr().out
+    assert "labels (train): " in out and "desirable" in out and "completion " in out
+    assert "(loss on" in out and "chosen" not in out
