@@ -66,14 +66,13 @@ class PairwiseFactory:
             raise RecipeError(f"{where}: method 'cdpo' needs label_smoothing > 0 (e.g. 0.1)")
         if r.ipo_normalization != "mean" and self.objective != "ipo":
             raise RecipeError(f"{where}: ipo_normalization applies to ipo only, not '{r.method}'")
-        if r.data.format == "unpaired" or r.data.unpair:
-            raise RecipeError(
-                f"{where}: method '{r.method}' needs pairs (data.format: pairwise, no data.unpair)"
-            )
-        if (r.desirable_weight, r.undesirable_weight) != (1.0, 1.0):
-            raise RecipeError(
-                f"{where}: desirable_weight/undesirable_weight apply to kto only, not '{r.method}'"
-            )
+        if r.data.format == "unpaired":
+            raise RecipeError(f"{where}: data.format: method '{r.method}' needs pairwise data")
+        if r.data.unpair:
+            raise RecipeError(f"{where}: data.unpair: applies to kto only, not '{r.method}'")
+        for key in ("desirable_weight", "undesirable_weight"):
+            if getattr(r, key) != 1.0:
+                raise RecipeError(f"{where}: {key}: applies to kto only, not '{r.method}'")
 
     def build(self, r: Recipe) -> PairwiseMethod:
         spec = PAIRWISE_OBJECTIVES[self.objective]
@@ -143,7 +142,7 @@ class KTOFactory:
         if r.label_smoothing:
             raise RecipeError(f"{where}: label_smoothing applies to dpo/cdpo only, not 'kto'")
         if r.data.format == "pairwise" and r.data.unpair is False:
-            raise RecipeError(f"{where}: method 'kto' on pairwise data needs data.unpair: true (or unset)")
+            raise RecipeError(f"{where}: data.unpair: method 'kto' on pairwise data needs it true (or unset)")
 
     def build(self, r: Recipe) -> KTOMethod:
         return KTOMethod(r.beta, r.desirable_weight, r.undesirable_weight)

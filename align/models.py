@@ -166,6 +166,8 @@ def add_lora(model, spec: LoraConfig):
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
+    from align.lora_fused import fuse_lora
+
     config = PeftLoraConfig(
         r=spec.r,
         lora_alpha=spec.alpha,
@@ -175,7 +177,9 @@ def add_lora(model, spec: LoraConfig):
     )
     with warnings.catch_warnings():  # peft probes a deprecated transformers property
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-        return get_peft_model(model, config)
+        peft_model = get_peft_model(model, config)
+    fuse_lora(peft_model)  # one GEMM per LoRA update (align/lora_fused.py)
+    return peft_model
 
 
 def model_identity(spec: ModelConfig, seed: int) -> dict[str, Any]:
