@@ -34,6 +34,7 @@ def _train(args: argparse.Namespace) -> int:
     from align.train import run
 
     summary = run(recipe, overwrite=args.overwrite)
+    _leave_group()
     if not summary["accelerator"].is_main_process:
         return 0
     say = lambda text: print(redact(text))
@@ -45,7 +46,13 @@ def _train(args: argparse.Namespace) -> int:
     else:
         say(f"\nrun directory: {recipe.output_dir}  ({took})")
     say(metrics_table(summary["before"], summary["after"]))
-    for prompt in recipe.report.sample_prompts if "peft_model" in summary else []:
+    prompts = recipe.report.sample_prompts if "peft_model" in summary else []
+    if prompts and _sharded(summary["peft_model"]):
+        say(
+            f"\n(samples skipped: the model is sharded; load {recipe.output_dir}/adapter with PEFT to generate)"
+        )
+        prompts = []
+    for prompt in prompts:
         say(f"\nprompt: {prompt}")
         for label, on in (("before", False), ("after ", True)):
             text = generate(
@@ -53,6 +60,24 @@ def _train(args: argparse.Namespace) -> int:
             )
             say(f"  {label}: {text!r}")
     return 0
+
+
+def _sharded(model) -> bool:
+    """FSDP2 leaves parameters as DTensor shards: generating would need the (now closed) group."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def _leave_group() -> None:
+    """Every rank leaves the process group together, then the main one reports. Without this the
+    other ranks exit while the main one still generates its samples, and a rank's teardown can
+    race its peers' (a launcher of several machines waits for every rank to exit)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _inspect(args: argparse.Namespace) -> int:
