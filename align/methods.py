@@ -116,12 +116,8 @@ class KTOMethod:
 
     def derived(self, metrics: dict[str, float]) -> dict[str, float]:
         """Held-out reward gap: mean reward of desirable minus undesirable completions."""
-        out = {}
-        for prefix in ("eval/", "train/"):
-            up, down = metrics.get(f"{prefix}rewards/desirable"), metrics.get(f"{prefix}rewards/undesirable")
-            if up is not None and down is not None:
-                out[f"{prefix}reward_gap"] = up - down
-        return out
+        up, down = metrics.get("eval/rewards/desirable"), metrics.get("eval/rewards/undesirable")
+        return {} if up is None or down is None else {"eval/reward_gap": up - down}
 
     def manifest(self) -> dict[str, Any]:
         return {

@@ -17,7 +17,7 @@ import torch
 from align import precision
 from align.checkpoint import dumps_json, git_sha, package_versions, save_adapter, write_text_atomic
 from align.data.batches import BatchPlan, collate_pairs, collate_unpaired, kl_partners
-from align.data.prepare import PreparedData, prepare
+from align.data.prepare import PreparedData, label_counts, prepare
 from align.embedded import cache_dir
 from align.errors import RecipeError
 from align.logprobs import SequenceScorer
@@ -175,7 +175,12 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     ref_eval = MemoReference(ref_eval)  # the held-out set is fixed: score it adapter-off once
     eval_set = EvalSet(len(data.eval), eval_collate, step_fn_for(ref_eval), r.train.eval_batch_size)
     derived = getattr(method, "derived", lambda m: {})
-    eval_fn = lambda: (lambda m: {**m, **derived(m)})(evaluate(accelerator, scorer, eval_set))
+
+    def held_out(ev: EvalSet) -> dict[str, float]:
+        metrics = evaluate(accelerator, scorer, ev)
+        return {**metrics, **derived(metrics)}
+
+    eval_fn = lambda: held_out(eval_set)
     parts = LoopParts(
         accelerator=accelerator,
         model=scorer,
@@ -210,8 +215,7 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
         if state.step == 0 and r.report.eval_before:
             # A fresh LoRA adapter (B = 0) leaves the base unchanged: the policy *is* the reference.
             fresh = replace(eval_set, step_fn=step_fn_for(ref_eval, policy_is_reference=True))
-            before = evaluate(accelerator, scorer, fresh)
-            before.update(derived(before))
+            before = held_out(fresh)
             write_metrics(parts, 0, before)
         train(parts, state)
         after = eval_fn()
@@ -243,28 +247,25 @@ def collators(r: Recipe, method, data: PreparedData, pad: int, pack: int | None)
             lambda idx: collate_pairs([data.eval[i] for i in idx], pad, pack_tokens=pack),
         )
     report_classes(data.train, r, data.unpaired_from_pairs)
-    pools = {"train": data.train, "eval": data.eval if len(data.eval) >= 2 else data.train}
-    partners = {name: kl_partners(len(pool), r.seed) for name, pool in pools.items()}
 
-    def make(split: list[dict], name: str):
-        pool, partner = pools[name], partners[name]
-        # eval records of a 1-record held-out set borrow KL completions from the training set
-        other = (lambda i: partner[i]) if pool is split else (lambda i: partner[i % len(pool)])
+    def make(split: list[dict]):
+        # a held-out set of one record borrows its KL completion from the training set
+        pool = split if len(split) >= 2 else data.train
+        partner = kl_partners(len(pool), r.seed)
         return lambda idx: collate_unpaired(
             [split[i] for i in idx],
-            [pool[other(i)]["completion_ids"] for i in idx],
+            [pool[partner[i % len(pool)]]["completion_ids"] for i in idx],
             pad,
             r.data.max_length,
             pack_tokens=pack,
         )
 
-    return make(data.train, "train"), make(data.eval, "eval")
+    return make(data.train), make(data.eval)
 
 
 def report_classes(examples: list[dict], r: Recipe, from_pairs: bool) -> None:
     """Class counts, and the paper's advice on the weights (Ethayarajh et al. 2024, Eq. 8)."""
-    n_up = sum(1 for e in examples if e["label"])
-    n_down = len(examples) - n_up
+    n_up, n_down = label_counts(examples)
     ratio = (r.desirable_weight * n_up) / max(r.undesirable_weight * n_down, 1e-12)
     log.info(
         "kto data: %d desirable, %d undesirable%s; lambda_D*n_D / (lambda_U*n_U) = %.3f",
@@ -303,11 +304,10 @@ def _manifest(
             "tokenize": data.token_stats,
             **(
                 {
-                    "labels": {
-                        "desirable": sum(1 for e in data.train if e["label"]),
-                        "undesirable": sum(1 for e in data.train if not e["label"]),
-                        "from_pairs": data.unpaired_from_pairs,
-                    }
+                    "labels": dict(
+                        zip(("desirable", "undesirable"), label_counts(data.train)),
+                        from_pairs=data.unpaired_from_pairs,
+                    )
                 }
                 if method.batch_kind == "unpaired"
                 else {}

@@ -73,3 +73,12 @@ def lora_grads(model, value: torch.Tensor) -> torch.Tensor:
     model.zero_grad()
     value.sum().backward()
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+
+
+def randomize_lora_b(model, seed: int = 1234, scale: float = 0.2) -> None:
+    """Make LoRA B non-zero, deterministically (a fresh adapter leaves policy == reference)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(scale * torch.randn(p.shape, generator=g))

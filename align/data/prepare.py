@@ -228,15 +228,21 @@ def prepare(
         )
     if strict and cached["train"] and "label" in cached["train"][0]:
         check_classes(cached["train"], data_source)
-    prepared = PreparedData(cached["train"], cached["eval"], fp, source, stats.as_dict(), cached["stats"])
-    prepared.unpaired_from_pairs = unpaired_pairs
-    return prepared
+    return PreparedData(
+        cached["train"], cached["eval"], fp, source, stats.as_dict(), cached["stats"], unpaired_pairs
+    )
+
+
+def label_counts(examples: list[dict[str, Any]]) -> tuple[int, int]:
+    """(desirable, undesirable) among tokenized unpaired examples."""
+    n_up = sum(1 for e in examples if e["label"])
+    return n_up, len(examples) - n_up
 
 
 def check_classes(examples: list[dict[str, Any]], source: str) -> None:
     """KTO needs desirable and undesirable examples: one class alone has no reference point."""
-    n_up = sum(1 for e in examples if e["label"])
-    if n_up in (0, len(examples)):
+    n_up, n_down = label_counts(examples)
+    if not (n_up and n_down):
         which = "desirable" if n_up else "undesirable"
         raise DataError(
             source,

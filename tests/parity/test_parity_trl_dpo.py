@@ -61,6 +61,7 @@ from align.models import load_tokenizer, tiny_model
 from align.objectives import SeqLogps, get_objective
 from align.recipe import ModelConfig
 from align.reference import AdapterOffReference
+from tests.model_helpers import randomize_lora_b
 
 ATOL = 1e-5
 # TRL 1.16's DPOConfig defaults bf16=True: transformers refuses that on a CPU-only machine unless use_cpu,
@@ -160,11 +161,7 @@ def _make_trainer(
     examples = [{k: ex[k] for k in keys} for ex in [*trainer.train_dataset, *plain]]
     assert len(examples) == len(CONVERSATIONAL) + len(PLAIN)  # nothing dropped or truncated
     # LoRA B starts at zero (policy == reference, loss == log 2); make it non-zero, deterministically.
-    g = torch.Generator().manual_seed(1234)
-    with torch.no_grad():
-        for name, p in trainer.model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+    randomize_lora_b(trainer.model)  # a policy that differs from the reference, deterministically
     examples = examples[:n_batch]
     return TrlSide(trainer, examples, trainer.data_collator(examples))
 

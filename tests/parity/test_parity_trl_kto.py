@@ -22,6 +22,7 @@ from align.methods import KTOMethod
 from align.models import load_tokenizer, tiny_model
 from align.recipe import ModelConfig
 from align.reference import AdapterOffReference
+from tests.model_helpers import randomize_lora_b
 
 ATOL = 1e-5
 
@@ -73,11 +74,7 @@ def trl_side(tmp_path_factory):
         processing_class=tokenizer,
         peft_config=lora,
     )
-    g = torch.Generator().manual_seed(1234)
-    with torch.no_grad():  # a policy that differs from the reference, deterministically
-        for name, p in trainer.model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+    randomize_lora_b(trainer.model)  # a policy that differs from the reference, deterministically
     examples = list(trainer.train_dataset)
     return trainer, examples, tokenizer
 
