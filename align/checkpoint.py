@@ -244,14 +244,26 @@ def _reason(err: Exception) -> str:
     return text.splitlines()[0][:300] if text else type(err).__name__
 
 
+EXTRA_FILE = "extra_state.safetensors"
+
+
 def save_checkpoint(
-    run_dir: Path, state: TrainState, accelerator, peft_model, optimizer, scheduler, keep: int
+    run_dir: Path,
+    state: TrainState,
+    accelerator,
+    peft_model,
+    optimizer,
+    scheduler,
+    keep: int,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> Path:
+    """`extra`: a method's other trainable state (heads, more adapters, a KL coefficient), as
+    full tensors, written beside the adapter and handed back by `load_checkpoint`."""
     final = run_dir / "checkpoints" / f"step-{state.step:07d}"
     tmp = final.parent / f".tmp-{final.name}"
     main = accelerator.is_main_process
     weights = adapter_state(peft_model)  # gathered on every rank (FSDP): same decision everywhere
-    check_finite(weights, f"checkpoint {final}")
+    check_finite({**weights, **(extra or {})}, f"checkpoint {final}")
     optim_state = full_optimizer_state(optimizer)
     previous = list_checkpoints(run_dir)
     what = f"checkpoint {final} ({'the previous checkpoint ' + previous[-1].name + ' is intact' if previous else 'no earlier checkpoint'})"
@@ -264,6 +276,10 @@ def save_checkpoint(
         _save_rng(tmp / f"rng_rank{accelerator.process_index}.safetensors")
         if main:
             _write_bytes(tmp / "adapter_model.safetensors", save(weights))
+            if extra:
+                _write_bytes(
+                    tmp / EXTRA_FILE, save({k: v.detach().cpu().contiguous() for k, v in extra.items()})
+                )
             _write_bytes(tmp / "optimizer.pt", _torch_bytes(optim_state))
             _write_bytes(tmp / "scheduler.pt", _torch_bytes(scheduler.state_dict()))
 
@@ -289,23 +305,34 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in root.glob("step-*") if (p / STATE_FILE).exists())
 
 
-def load_checkpoint(path: Path, accelerator, peft_model, optimizer, scheduler) -> TrainState:
+def load_checkpoint(path: Path, accelerator, peft_model, optimizer, scheduler, load_extra=None) -> TrainState:
+    """Restore a checkpoint; `load_extra(tensors)` receives what `save_checkpoint` got as `extra`."""
     from peft import set_peft_model_state_dict
 
     set_peft_model_state_dict(peft_model, load_file(path / "adapter_model.safetensors"))
     optim_state = torch.load(path / "optimizer.pt", weights_only=True)
     optimizer.load_state_dict(shard_optimizer_state(optimizer, optim_state))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    if load_extra is not None and (path / EXTRA_FILE).exists():
+        load_extra(load_file(path / EXTRA_FILE))
     rng = path / f"rng_rank{accelerator.process_index}.safetensors"
     if rng.exists():  # a different world size keeps fresh RNG streams for new ranks
         _load_rng(rng)
     return TrainState.from_dict(json.loads((path / STATE_FILE).read_text()))
 
 
-def save_adapter(run_dir: Path, peft_model, accelerator) -> Path:
+def save_adapter(
+    run_dir: Path,
+    peft_model,
+    accelerator,
+    extra_files: dict[str, dict[str, torch.Tensor]] | None = None,
+    adapters: list[str] | None = None,
+) -> Path:
     """Final adapter as stock PEFT files: `PeftModel.from_pretrained(base, run_dir/'adapter')`.
     Gathered on every rank (FSDP shards it), written by the main process; every rank learns
-    whether it worked."""
+    whether it worked. `adapters`: PEFT adapter names to save (default: the policy, `default`;
+    others go to subfolders named after them, PEFT's layout); `extra_files`: more safetensors
+    files (file name -> tensors) in the same atomic directory (e.g. a score head)."""
     final = run_dir / "adapter"
     tmp = final.parent / f".tmp-{final.name}"
     full = full_trainable_state(peft_model)
@@ -314,7 +341,12 @@ def save_adapter(run_dir: Path, peft_model, accelerator) -> Path:
     def write() -> None:
         if accelerator.is_main_process:
             atomic_dir(final)
-            peft_model.save_pretrained(tmp, state_dict=full, safe_serialization=True)
+            peft_model.save_pretrained(
+                tmp, state_dict=full, safe_serialization=True, selected_adapters=adapters
+            )
+            for name, tensors in (extra_files or {}).items():
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                _write_bytes(tmp / name, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
             commit_dir(tmp, final)
 
     _on_all_ranks(accelerator, write, f"the final adapter {final}", tmp)

@@ -263,3 +263,31 @@ def _per_sequence(tok: torch.Tensor, sel: torch.Tensor) -> SeqLogps:
     rows = sel.nonzero()[:, 0]
     sums = torch.zeros(sel.shape[0], dtype=tok.dtype, device=tok.device).index_add(0, rows, tok)
     return SeqLogps(sum=sums, n_tokens=sel.sum(dim=1).to(tok.dtype))
+
+
+def _logps_entropy(lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature: float):
+    logits = lm_head(hidden).float() / temperature
+    lse = torch.logsumexp(logits, dim=-1)
+    logp = logits.gather(-1, targets[:, None]).squeeze(-1) - lse
+    entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+    return logp, entropy
+
+
+def token_logps_entropy(
+    lm_head: nn.Module,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    chunk_tokens: int,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p(target_k), entropy of the distribution) at K positions, of the softmax of the logits
+    divided by `temperature` (PPO scores its samples under the distribution they came from);
+    chunked over K like `completion_token_logps`, recomputed in backward."""
+    chunks = list(zip(hidden.split(chunk_tokens), targets.split(chunk_tokens)))
+    if torch.is_grad_enabled() and hidden.shape[0] > chunk_tokens:
+        parts = [
+            checkpoint(_logps_entropy, lm_head, h, t, temperature, use_reentrant=False) for h, t in chunks
+        ]
+    else:
+        parts = [_logps_entropy(lm_head, h, t, temperature) for h, t in chunks]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])

@@ -9,6 +9,11 @@ Per optimizer step, one small all-reduce tells every rank whether any rank saw a
 or gradient (the update is then skipped, counted and logged with the batch's record locations;
 `max_bad_steps` in a row stop the run) and whether a stop signal arrived (see align/interrupt.py).
 Train metrics are averaged over the whole logging window, not just its last step.
+
+A method with a rollout phase (PPO) supplies `phase(micro_indices) -> Phase`: the experience it
+collected becomes several optimizer updates per loop step (its minibatch epochs), each with its
+own divisor, plus per-example metrics of the phase itself. Without one, a step is one update over
+the plan's micro-batches.
 """
 
 from __future__ import annotations
@@ -43,6 +48,22 @@ Collate = Callable[[Sequence[int]], Any]
 
 
 @dataclass
+class Update:
+    """One optimizer update: micro-batches whose summed per-example losses are divided by `divisor`."""
+
+    batches: Sequence[Any]
+    divisor: float
+
+
+@dataclass
+class Phase:
+    """What a rollout phase hands the loop for one step: its updates and its own metrics."""
+
+    updates: list[Update]
+    outputs: list[ObjectiveOutput] = field(default_factory=list)
+
+
+@dataclass
 class LoopParts:
     accelerator: Any
     model: torch.nn.Module  # the prepared (possibly DDP-wrapped) module that owns the parameters
@@ -63,6 +84,9 @@ class LoopParts:
     max_bad_steps: int = 3
     describe: Callable[[Sequence[int]], list[str]] | None = None  # example indices -> record locations
     resume_command: str = "align train RECIPE --resume"
+    phase: Callable[[list[list[int]]], Phase] | None = None  # a rollout phase (PPO); None: plain steps
+    extra_state: Callable[[], dict[str, torch.Tensor]] | None = None  # more state for checkpoints
+    load_extra_state: Callable[[dict[str, torch.Tensor]], None] | None = None
 
 
 def reduce_sums(
@@ -160,9 +184,10 @@ class Window:
     tokens: int = 0
     t0: float = field(default_factory=time.perf_counter)
 
-    def add(self, outputs: list[ObjectiveOutput], grad_norm: torch.Tensor | None) -> None:
-        accumulate(self.sums, self.counts, mean_metrics(outputs))
-        self.steps += 1
+    def add(self, outputs: list[ObjectiveOutput], grad_norm: torch.Tensor | None = None) -> None:
+        """Per-example metrics of one group of outputs (all with the same metric keys)."""
+        if outputs:
+            accumulate(self.sums, self.counts, mean_metrics(outputs))
         if grad_norm is not None:
             self.grad_norm.append(grad_norm.detach().float())
 
@@ -200,53 +225,28 @@ def train(parts: LoopParts, state: TrainState) -> TrainState:
     window, bad_run = Window(), 0
     with StopRequest() as stop:
         while state.step < state.total_steps:
-            outputs: list[ObjectiveOutput] = []
-            indices: list[int] = []
-            for micro in range(plan.accumulation):
-                idx = plan.micro_batch(state.epoch, state.step_in_epoch, micro, acc.process_index)
-                indices += idx
-                cpu_batch = parts.collate(idx)
-                window.tokens += int(cpu_batch.attention_mask.sum())  # on the host: no device sync
-                batch = cpu_batch.to(acc.device)
-                last = micro == plan.accumulation - 1
-                sync = (
-                    contextlib.nullcontext() if last or acc.num_processes == 1 else acc.no_sync(parts.model)
-                )
-                with sync:
-                    out = parts.step_fn(batch, True)
-                    acc.backward(out.loss.sum() / examples_per_step)
-                outputs.append(out)
-            grad_norm = full_tensor(acc.clip_grad_norm_(params, clip))  # FSDP: a replicated DTensor
-            loss_sum = torch.stack([o.loss.detach().float().sum() for o in outputs]).sum()
-            grad_ok = torch.isfinite(torch.as_tensor(grad_norm, device=loss_sum.device))
-            # one all-reduce per step: every rank skips, and stops, at the same step
-            bad_loss, bad_grad, stop_now = any_rank(
-                torch.stack(
-                    [~torch.isfinite(loss_sum), ~grad_ok, torch.tensor(stop.requested, device=grad_ok.device)]
-                )
-            )
-            bad = bad_loss or bad_grad
-            if bad and not bad_loss and acc.scaler is not None:
-                # fp16 loss-scale overflow: routine while the scale settles. The scaler's step skips
-                # the update and lowers the scale; not a bad step.
-                parts.optimizer.step()
-                log.info(
-                    "step %d: fp16 gradient overflow; update skipped, loss scale lowered", state.step + 1
-                )
-            elif bad:
-                bad_run += 1
-                state.skipped_steps += 1
-                _report_bad_step(parts, state, indices, bad_run)
-                if acc.scaler is not None:
-                    acc.scaler.update()  # clears its per-step unscale state (the next step would refuse)
+            micro_idx = [
+                plan.micro_batch(state.epoch, state.step_in_epoch, micro, acc.process_index)
+                for micro in range(plan.accumulation)
+            ]
+            indices = [i for idx in micro_idx for i in idx]
+            if parts.phase is None:
+                phase = Phase([Update([parts.collate(idx) for idx in micro_idx], examples_per_step)])
             else:
-                bad_run = 0
-                parts.optimizer.step()
-                window.add(outputs, grad_norm if parts.max_grad_norm is not None else None)
-            with warnings.catch_warnings():  # torch warns when the very first update was skipped
-                warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*optimizer.step")
-                parts.scheduler.step()  # a skipped update still advances the schedule
-            parts.optimizer.zero_grad(set_to_none=True)
+                phase = parts.phase(micro_idx)
+            t_update = time.perf_counter()
+            stop_now = False
+            for update in phase.updates:
+                bad_run, stopping = _update(
+                    parts, state, window, update, indices, bad_run, stop, params, clip
+                )
+                stop_now = stop_now or stopping
+                if bad_run >= parts.max_bad_steps:
+                    break
+            window.add(phase.outputs)
+            if parts.phase is not None:
+                window.add([_timing("time/update_s", time.perf_counter() - t_update)])
+            window.steps += 1
             state.step += 1
             state.step_in_epoch += 1
             if state.step_in_epoch >= plan.steps_per_epoch:
@@ -262,7 +262,14 @@ def train(parts: LoopParts, state: TrainState) -> TrainState:
                 write_metrics(parts, state.step, metrics)
                 if "train/loss" in metrics:
                     shown = {"loss": metrics["train/loss"]}
-                    for key, name in (("rewards/accuracies", "acc"), ("reward_gap", "gap"), ("kl", "kl")):
+                    for key, name in (
+                        ("rewards/accuracies", "acc"),
+                        ("accuracy", "acc"),
+                        ("reward_gap", "gap"),
+                        ("score", "score"),
+                        ("kl", "kl"),
+                        ("kl_ref", "kl"),
+                    ):
                         if f"train/{key}" in metrics:
                             shown[name] = metrics[f"train/{key}"]
                     bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
@@ -283,6 +290,7 @@ def train(parts: LoopParts, state: TrainState) -> TrainState:
                     parts.optimizer,
                     parts.scheduler,
                     parts.keep_checkpoints,
+                    extra=parts.extra_state() if parts.extra_state else None,
                 )
             if stop_now and state.step < state.total_steps:
                 bar.close()
@@ -293,6 +301,66 @@ def train(parts: LoopParts, state: TrainState) -> TrainState:
                 )
     bar.close()
     return state
+
+
+def _timing(name: str, seconds: float) -> ObjectiveOutput:
+    return ObjectiveOutput(loss=torch.tensor([float("nan")]), metrics={name: torch.tensor([seconds])})
+
+
+def _update(
+    parts: LoopParts,
+    state: TrainState,
+    window: Window,
+    update: Update,
+    indices: list[int],
+    bad_run: int,
+    stop,
+    params: list[torch.nn.Parameter],
+    clip: float,
+) -> tuple[int, bool]:
+    """Accumulate `update`'s micro-batches, then step the optimizer (or skip a non-finite update).
+    Returns (consecutive bad updates, whether any rank asked to stop)."""
+    acc = parts.accelerator
+    outputs: list[ObjectiveOutput] = []
+    for k, cpu_batch in enumerate(update.batches):
+        window.tokens += int(cpu_batch.attention_mask.sum())  # on the host: no device sync
+        batch = cpu_batch.to(acc.device)
+        last = k == len(update.batches) - 1
+        sync = contextlib.nullcontext() if last or acc.num_processes == 1 else acc.no_sync(parts.model)
+        with sync:
+            out = parts.step_fn(batch, True)
+            acc.backward(out.loss.sum() / update.divisor)
+        outputs.append(out)
+    grad_norm = full_tensor(acc.clip_grad_norm_(params, clip))  # FSDP: a replicated DTensor
+    loss_sum = torch.stack([o.loss.detach().float().sum() for o in outputs]).sum()
+    grad_ok = torch.isfinite(torch.as_tensor(grad_norm, device=loss_sum.device))
+    # one all-reduce per update: every rank skips, and stops, at the same step
+    bad_loss, bad_grad, stop_now = any_rank(
+        torch.stack(
+            [~torch.isfinite(loss_sum), ~grad_ok, torch.tensor(stop.requested, device=grad_ok.device)]
+        )
+    )
+    bad = bad_loss or bad_grad
+    if bad and not bad_loss and acc.scaler is not None:
+        # fp16 loss-scale overflow: routine while the scale settles. The scaler's step skips
+        # the update and lowers the scale; not a bad step.
+        parts.optimizer.step()
+        log.info("step %d: fp16 gradient overflow; update skipped, loss scale lowered", state.step + 1)
+    elif bad:
+        bad_run += 1
+        state.skipped_steps += 1
+        _report_bad_step(parts, state, indices, bad_run)
+        if acc.scaler is not None:
+            acc.scaler.update()  # clears its per-step unscale state (the next step would refuse)
+    else:
+        bad_run = 0
+        parts.optimizer.step()
+        window.add(outputs, grad_norm if parts.max_grad_norm is not None else None)
+    with warnings.catch_warnings():  # torch warns when the very first update was skipped
+        warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*optimizer.step")
+        parts.scheduler.step()  # a skipped update still advances the schedule
+    parts.optimizer.zero_grad(set_to_none=True)
+    return bad_run, stop_now
 
 
 def _report_bad_step(parts: LoopParts, state: TrainState, indices: list[int], bad_run: int) -> None:

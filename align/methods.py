@@ -2,8 +2,9 @@
 
 The loop knows none of this. A method declares `batch_kind` (which collator/dataset it reads),
 `needs_reference`, and `loss(policy, reference, batch)`; optionally `derived(metrics)` for
-metrics computed from the averaged ones. PPO (a rollout phase before its minibatches) registers
-here in a later issue.
+metrics computed from the averaged ones, and `scorer(peft_model, seed)` when its model outputs
+are not sequence log-probabilities (the reward model's scores). PPO (`batch_kind` "prompts") adds
+a rollout phase before its minibatches: align/ppo.py.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from align.data.batches import PairBatch, UnpairedBatch
 from align.errors import RecipeError
 from align.objectives import PAIRWISE_OBJECTIVES, ObjectiveOutput, ObjectiveSpec, SeqLogps
 from align.objectives.kto import kl_sums, kto_loss, reference_point
+from align.objectives.reward import bradley_terry_loss
 
 if TYPE_CHECKING:
     from align.recipe import Recipe
@@ -52,6 +54,16 @@ class PairwiseMethod:
         }
 
 
+def check_sections(r: Recipe, where: str) -> None:
+    """The `reward:` and `ppo:` sections configure their methods only: set elsewhere they are a
+    mistake (e.g. a PPO recipe whose method line was changed), not something to ignore."""
+    from align.recipe import PPOConfig, RewardConfig
+
+    for section, default, owner in (("reward", RewardConfig(), "reward"), ("ppo", PPOConfig(), "ppo")):
+        if r.method != owner and getattr(r, section) != default:
+            raise RecipeError(f"{where}: {section}: applies to method '{owner}' only, not '{r.method}'")
+
+
 @dataclass(frozen=True)
 class PairwiseFactory:
     objective: str
@@ -73,6 +85,7 @@ class PairwiseFactory:
         for key in ("desirable_weight", "undesirable_weight"):
             if getattr(r, key) != 1.0:
                 raise RecipeError(f"{where}: {key}: applies to kto only, not '{r.method}'")
+        check_sections(r, where)
 
     def build(self, r: Recipe) -> PairwiseMethod:
         spec = PAIRWISE_OBJECTIVES[self.objective]
@@ -139,12 +152,72 @@ class KTOFactory:
             raise RecipeError(f"{where}: label_smoothing applies to dpo/cdpo only, not 'kto'")
         if r.data.format == "pairwise" and r.data.unpair is False:
             raise RecipeError(f"{where}: data.unpair: method 'kto' on pairwise data needs it true (or unset)")
+        check_sections(r, where)
 
     def build(self, r: Recipe) -> KTOMethod:
         return KTOMethod(r.beta, r.desirable_weight, r.undesirable_weight)
 
 
-METHODS: dict[str, PairwiseFactory | KTOFactory] = {
+@dataclass
+class RewardMethod:
+    """A reward model: LoRA + a scalar score head on the base, read at each sequence's last real
+    token, trained with the Bradley-Terry loss on pairs (rows [0, B) chosen, [B, 2B) rejected)."""
+
+    margin: float = 0.0
+    center_coef: float = 0.0
+    batch_kind: ClassVar[str] = "pair"
+    needs_reference: ClassVar[bool] = False
+
+    def scorer(self, peft_model, seed: int):
+        from align.reward_model import RewardScorer
+
+        return RewardScorer.fresh(peft_model, seed)
+
+    def loss(self, scores: torch.Tensor, reference: None, batch: PairBatch) -> ObjectiveOutput:
+        b = scores.shape[0] // 2
+        return bradley_terry_loss(scores[:b], scores[b:], self.margin, self.center_coef)
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "objective": "bradley_terry",
+            "normalisation": "one scalar score per sequence, at its last real token",
+            "paper": "Ouyang et al. 2022, Eq. 1; margin: Touvron et al. 2023, Eq. 2",
+            "margin": self.margin,
+            "center_coef": self.center_coef,
+        }
+
+
+@dataclass(frozen=True)
+class RewardFactory:
+    def check_recipe(self, r: Recipe, where: str) -> None:
+        if r.label_smoothing:
+            raise RecipeError(f"{where}: label_smoothing applies to dpo/cdpo only, not 'reward'")
+        if r.data.format == "unpaired" or r.data.unpair:
+            raise RecipeError(f"{where}: data: method 'reward' needs pairwise data")
+        if r.reference == "precompute":
+            raise RecipeError(f"{where}: reference: a reward model has no reference model; remove the key")
+        check_sections(r, where)
+
+    def build(self, r: Recipe) -> RewardMethod:
+        return RewardMethod(r.reward.margin, r.reward.center_coef)
+
+
+@dataclass(frozen=True)
+class PPOFactory:
+    def check_recipe(self, r: Recipe, where: str) -> None:
+        from align.ppo import check_recipe
+
+        check_recipe(r, where)
+
+    def build(self, r: Recipe):
+        from align.ppo import PPOMethod
+
+        return PPOMethod(r.beta, r.ppo)
+
+
+METHODS: dict[str, PairwiseFactory | KTOFactory | RewardFactory | PPOFactory] = {
+    "reward": RewardFactory(),
+    "ppo": PPOFactory(),
     "kto": KTOFactory(),
     "dpo": PairwiseFactory("dpo"),
     "cdpo": PairwiseFactory("dpo", require_smoothing=True),
@@ -153,7 +226,7 @@ METHODS: dict[str, PairwiseFactory | KTOFactory] = {
 }
 
 
-def build_method(r: Recipe) -> PairwiseMethod | KTOMethod:
+def build_method(r: Recipe):
     return METHODS[r.method].build(r)
 
 

@@ -138,6 +138,49 @@ class TrainConfig:
 
 
 @dataclass
+class RewardConfig:
+    """`method: reward` (align/objectives/reward.py)."""
+
+    margin: float = ranged(0.0, "[0, 100]")  # Bradley-Terry margin m: -log σ(r_c - r_r - m)
+    center_coef: float = ranged(
+        0.0, "[0, 10]"
+    )  # c · (r_c + r_r)² keeps scores near 0 (TRL's name: center_rewards_coefficient)
+
+
+@dataclass
+class PPOConfig:
+    """`method: ppo` (align/ppo.py). `beta` (top level) is the KL coefficient (initial, if adaptive).
+    Defaults follow Huang et al. 2024, "The N+ Implementation Details of RLHF with PPO"."""
+
+    reward_run: str | None = None  # a `method: reward` run directory (same base model)
+    reward_model: str | None = None  # or a local sequence-classification model directory
+    reward_function: str | None = None  # or `align.rewards:<name>` / `module:function`
+    value: Literal["auto", "reward", "fresh", "shared"] = "auto"  # auto: reward when reward_run is set
+    max_new_tokens: int = ranged(64, "[1, 65536]")
+    temperature: float = ranged(1.0, "(0, 100]")
+    top_k: int = ranged(0, f"[0, {INT_MAX}]")  # 0: off
+    top_p: float = ranged(1.0, "(0, 1]")
+    missing_eos_penalty: float | None = ranged(
+        None, "[0, 1e6]"
+    )  # subtracted from the score of a response without EOS
+    kl_estimator: Literal["k1", "k3"] = "k1"
+    kl_target: float | None = ranged(None, "(0, 1e6]")  # adaptive β (Ziegler et al. 2019) when set
+    kl_horizon: int = ranged(10000, COUNT)
+    gamma: float = ranged(1.0, "[0, 1]")
+    lam: float = ranged(0.95, "[0, 1]")
+    clip: float = ranged(0.2, "(0, 10]")
+    value_clip: float | None = ranged(0.2, "(0, 1e6]")  # None: unclipped value loss
+    vf_coef: float = ranged(0.1, "[0, 1000]")
+    entropy_coef: float = ranged(0.0, "[0, 1000]")
+    epochs: int = ranged(4, "[1, 1000]")  # PPO epochs over each rollout batch
+    minibatches: int = ranged(1, "[1, 65536]")  # optimizer updates per epoch (the rollout batch split)
+    whiten_rewards: bool = False
+    score_clip: float | None = ranged(None, "(0, 1e6]")  # clip scores to [-c, c]
+    whiten_advantages: bool = True
+    eval_prompts: int = ranged(16, f"[0, {INT_MAX}]")  # held-out prompts sampled before/after (0: none)
+
+
+@dataclass
 class LogConfig:
     trackers: list[Literal["tensorboard", "wandb"]] = field(default_factory=lambda: ["tensorboard"])
     project: str = "align"
@@ -173,6 +216,8 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

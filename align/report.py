@@ -15,6 +15,13 @@ SHOWN = [
     ("rewards/desirable", "mean reward of desirable completions", "{:+.4f}"),
     ("rewards/undesirable", "mean reward of undesirable completions", "{:+.4f}"),
     ("kl", "KL estimate z0 (mismatched prompt/completion pairs)", "{:.4f}"),
+    ("accuracy", "pairwise accuracy (score of chosen > rejected)", "{:.1%}"),
+    ("margin", "mean score margin (chosen - rejected)", "{:+.4f}"),
+    ("score", "mean reward score of sampled responses", "{:+.4f}"),
+    ("kl_ref", "KL to the reference (k1, summed per response)", "{:+.4f}"),
+    ("kl_ref/k3", "KL to the reference (k3, summed per response)", "{:.4f}"),
+    ("response_length", "mean response length (tokens)", "{:.1f}"),
+    ("eos", "responses that ended with EOS", "{:.1%}"),
     ("loss", "loss", "{:.4f}"),
 ]
 

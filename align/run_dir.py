@@ -104,7 +104,9 @@ def start_state(
     main = accelerator.is_main_process
     ckpts = list_checkpoints(run_dir)
     if resume and ckpts:
-        state = load_checkpoint(ckpts[-1], accelerator, parts.peft_model, parts.optimizer, parts.scheduler)
+        state = load_checkpoint(
+            ckpts[-1], accelerator, parts.peft_model, parts.optimizer, parts.scheduler, parts.load_extra_state
+        )
         state.total_steps = total
         log.info("resumed from %s (step %d of %d)", ckpts[-1], state.step, total)
         warn_recipe_changes(run_dir / "recipe.yaml", r)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +100,15 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
 
     tokenizer = load_tokenizer(r.model)
     method = build_method(r)
-    want = "pairwise" if method.batch_kind == "pair" else "unpaired"
+    _check_launch(r, method, accelerator)
+    want = {"pair": "pairwise", "unpaired": "unpaired"}.get(method.batch_kind)  # prompts: any source
     data = prepare(r.data, tokenizer, accelerator, want=want)
+    if method.batch_kind == "prompts":  # PPO samples its own completions: the distinct prompts
+        from align.ppo import unique_prompts
+
+        data = replace(
+            data, train=unique_prompts(data.train), eval=unique_prompts(data.eval)[: r.ppo.eval_prompts]
+        )
     plan = BatchPlan(
         len(data.train),
         r.train.per_device_batch_size,
@@ -127,70 +135,18 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
         base.enable_input_require_grads()
     if r.train.compile and not compile_layers(base):
         raise RecipeError(f"train.compile: no decoder layer list found in {r.model.name}")
-    scorer = SequenceScorer(
-        peft_model,
-        chunk_tokens=r.train.chunk_tokens,
-        layout=r.train.layout,
-        gradient_checkpointing=r.model.gradient_checkpointing,
-    )
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=r.optim.lr,
-        betas=tuple(r.optim.adam_betas),
-        eps=r.optim.adam_eps,
-        weight_decay=r.optim.weight_decay,
-    )
-    scheduler = _scheduler(r, optimizer, total)
-    scorer, optimizer = accelerator.prepare(scorer, optimizer)
-
-    pack = r.train.pack_tokens if accelerator.unwrap_model(scorer).layout == "packed" else None
-    train_collate, eval_collate = collators(r, method, data, tokenizer.pad_token_id, pack)
-    # The fast log-prob paths must agree with the model's own logits (models that post-process
-    # logits fall back); checked once, through the same wrapper and autocast as training.
-    first = train_collate(plan.micro_batch(0, 0, 0, accelerator.process_index)).to(accelerator.device)
-    accelerator.unwrap_model(scorer).verify(first.model_inputs(), via=scorer)
-    live_ref = AdapterOffReference(scorer, peft_model)
-    ref_train = ref_eval = live_ref
-    if r.reference == "precompute":
-        tokenize = {k: getattr(r.data, k) for k in ("max_length", "max_prompt_length", "chat_template")}
-        key = reference_cache_key(model_spec, r.seed, data.fingerprint, accelerator.mixed_precision, tokenize)
-        bs = r.train.eval_batch_size
-        root = cache_dir() / "reference"
-        ref_train = precompute(
-            root / f"{key}-train.safetensors", len(data.train), train_collate, live_ref, accelerator, bs
-        )
-        ref_eval = precompute(
-            root / f"{key}-eval.safetensors", len(data.eval), eval_collate, live_ref, accelerator, bs
-        )
-
-    def step_fn_for(reference, policy_is_reference: bool = False):
-        def step_fn(batch, training: bool):
-            ref = reference(batch)
-            policy = ref if policy_is_reference else scorer(**batch.model_inputs())
-            return method.loss(policy, ref, batch)
-
-        return step_fn
-
-    ref_eval = MemoReference(ref_eval)  # the held-out set is fixed: score it adapter-off once
-    eval_set = EvalSet(len(data.eval), eval_collate, step_fn_for(ref_eval), r.train.eval_batch_size)
-    derived = getattr(method, "derived", lambda m: {})
-
-    def held_out(ev: EvalSet) -> dict[str, float]:
-        metrics = evaluate(accelerator, scorer, ev)
-        return {**metrics, **derived(metrics)}
-
-    eval_fn = lambda: held_out(eval_set)
+    wire = _wire_ppo if method.batch_kind == "prompts" else _wire_preference
+    w = wire(r, method, data, tokenizer, accelerator, peft_model, total, plan, model_spec)
     parts = LoopParts(
         accelerator=accelerator,
-        model=scorer,
+        model=w.model,
         peft_model=peft_model,
-        optimizer=optimizer,
-        scheduler=scheduler,
+        optimizer=w.optimizer,
+        scheduler=w.scheduler,
         plan=plan,
-        collate=train_collate,
-        step_fn=step_fn_for(ref_train),
-        eval_fn=eval_fn,
+        collate=w.collate,
+        step_fn=w.step_fn,
+        eval_fn=w.eval_fn,
         run_dir=run_dir,
         max_grad_norm=r.optim.max_grad_norm,
         eval_every=r.train.eval_every,
@@ -201,10 +157,13 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
         max_bad_steps=r.train.max_bad_steps,
         describe=lambda idx: [str(data.train[i].get("origin", i)) for i in idx],
         resume_command=resume_command(world=accelerator.num_processes),
+        phase=w.phase,
+        extra_state=w.extra_state,
+        load_extra_state=w.load_extra_state,
     )
     state = start_state(run_dir, r, accelerator, parts, total, do_resume)
     manifest = _manifest(r, data, method, accelerator, total, prec)
-    manifest["fsdp_units"] = fsdp_units(scorer)  # one per decoder layer + the root, or []
+    manifest["fsdp_units"] = fsdp_units(w.model)  # one per decoder layer + the root, or []
     if main:
         write_text_atomic(run_dir / "recipe.yaml", dump_recipe(r))
         write_text_atomic(run_dir / "manifest.json", dumps_json(manifest, indent=1))
@@ -213,12 +172,10 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     try:
         before = before_metrics(run_dir) if state.step > 0 else {}
         if state.step == 0 and r.report.eval_before:
-            # A fresh LoRA adapter (B = 0) leaves the base unchanged: the policy *is* the reference.
-            fresh = replace(eval_set, step_fn=step_fn_for(ref_eval, policy_is_reference=True))
-            before = held_out(fresh)
+            before = w.before_fn()
             write_metrics(parts, 0, before)
         train(parts, state)
-        after = eval_fn()
+        after = w.eval_fn()
         write_metrics(parts, state.step, after)
         summary = {
             "steps": state.step,
@@ -226,8 +183,9 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
             "before": before,
             "after": after,
             "examples": {"train": len(data.train), "eval": len(data.eval)},
+            "rank_checksums": rank_checksums(accelerator, w.model),
         }
-        save_adapter(run_dir, accelerator.unwrap_model(scorer).model, accelerator)
+        w.save_final(run_dir)
         if main:
             write_text_atomic(run_dir / "summary.json", dumps_json(summary, indent=1))
         accelerator.wait_for_everyone()
@@ -237,6 +195,184 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     summary["tokenizer"] = tokenizer
     summary["accelerator"] = accelerator
     return summary
+
+
+@dataclass
+class Wired:
+    """What a method's wiring hands the loop and the end of the run."""
+
+    model: torch.nn.Module  # Accelerate-prepared: owns the trainable parameters
+    optimizer: Any
+    scheduler: Any
+    collate: Any
+    step_fn: Any
+    eval_fn: Callable[[], dict[str, float]]
+    before_fn: Callable[[], dict[str, float]]  # held-out metrics before step 1
+    save_final: Callable[[Path], Any]
+    phase: Any = None
+    extra_state: Any = None
+    load_extra_state: Any = None
+
+
+def rank_checksums(accelerator, model: torch.nn.Module) -> list[list[float]] | None:
+    """[sum, sum of squares] of the trainable parameters on every rank: under DDP every rank must
+    hold the same weights (a mismatch is logged). None when the parameters are sharded (FSDP)."""
+    from torch.distributed.tensor import DTensor
+
+    params = [p.detach() for p in model.parameters() if p.requires_grad]
+    if any(isinstance(p, DTensor) for p in params):
+        return None
+    local = torch.stack(
+        [sum(p.double().sum() for p in params), sum((p.double() ** 2).sum() for p in params)]
+    ).to(accelerator.device)
+    sums = accelerator.gather(local[None]).cpu().tolist()
+    if any(row != sums[0] for row in sums):
+        log.error("the ranks hold different weights after training: %s", sums)
+    return sums
+
+
+def _check_launch(r: Recipe, method, accelerator) -> None:
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP and (
+        method.batch_kind == "prompts" or not method.needs_reference
+    ):
+        raise RecipeError(
+            f"method '{r.method}' runs on one process or under DDP (several adapters and heads on one "
+            "base are not FSDP-sharded yet); launch it without an FSDP config"
+        )
+
+
+def _optimizer(r: Recipe, module: torch.nn.Module, updates: int):
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=r.optim.lr,
+        betas=tuple(r.optim.adam_betas),
+        eps=r.optim.adam_eps,
+        weight_decay=r.optim.weight_decay,
+    )
+    return optimizer, _scheduler(r, optimizer, updates)
+
+
+def _wire_preference(r, method, data, tokenizer, accelerator, peft_model, total, plan, model_spec) -> Wired:
+    """DPO-family, KTO and reward models: one update per step over the plan's micro-batches."""
+    if hasattr(method, "scorer"):  # e.g. the reward model: scores, not log-probs
+        scorer = method.scorer(peft_model, r.seed)
+    else:
+        scorer = SequenceScorer(
+            peft_model,
+            chunk_tokens=r.train.chunk_tokens,
+            layout=r.train.layout,
+            gradient_checkpointing=r.model.gradient_checkpointing,
+        )
+    optimizer, scheduler = _optimizer(r, scorer, total)
+    scorer, optimizer = accelerator.prepare(scorer, optimizer)
+    inner = accelerator.unwrap_model(scorer)
+    pack = r.train.pack_tokens if getattr(inner, "layout", None) == "packed" else None
+    train_collate, eval_collate = collators(r, method, data, tokenizer.pad_token_id, pack)
+    if hasattr(inner, "verify"):
+        # The fast log-prob paths must agree with the model's own logits (models that post-process
+        # logits fall back); checked once, through the same wrapper and autocast as training.
+        first = train_collate(plan.micro_batch(0, 0, 0, accelerator.process_index)).to(accelerator.device)
+        inner.verify(first.model_inputs(), via=scorer)
+    ref_train = ref_eval = None
+    if method.needs_reference:
+        live_ref = AdapterOffReference(scorer, peft_model)
+        ref_train = ref_eval = live_ref
+        if r.reference == "precompute":
+            tokenize = {k: getattr(r.data, k) for k in ("max_length", "max_prompt_length", "chat_template")}
+            key = reference_cache_key(
+                model_spec, r.seed, data.fingerprint, accelerator.mixed_precision, tokenize
+            )
+            bs = r.train.eval_batch_size
+            root = cache_dir() / "reference"
+            ref_train = precompute(
+                root / f"{key}-train.safetensors", len(data.train), train_collate, live_ref, accelerator, bs
+            )
+            ref_eval = precompute(
+                root / f"{key}-eval.safetensors", len(data.eval), eval_collate, live_ref, accelerator, bs
+            )
+        ref_eval = MemoReference(ref_eval)  # the held-out set is fixed: score it adapter-off once
+
+    def step_fn_for(reference, policy_is_reference: bool = False):
+        def step_fn(batch, training: bool):
+            ref = reference(batch) if reference is not None else None
+            policy = ref if policy_is_reference else scorer(**batch.model_inputs())
+            return method.loss(policy, ref, batch)
+
+        return step_fn
+
+    eval_set = EvalSet(len(data.eval), eval_collate, step_fn_for(ref_eval), r.train.eval_batch_size)
+    derived = getattr(method, "derived", lambda m: {})
+
+    def held_out(ev: EvalSet) -> dict[str, float]:
+        metrics = evaluate(accelerator, scorer, ev)
+        return {**metrics, **derived(metrics)}
+
+    def before() -> dict[str, float]:
+        if not method.needs_reference:
+            return held_out(eval_set)
+        # A fresh LoRA adapter (B = 0) leaves the base unchanged: the policy *is* the reference.
+        return held_out(replace(eval_set, step_fn=step_fn_for(ref_eval, policy_is_reference=True)))
+
+    extra = getattr(inner, "extra_state", None)
+    return Wired(
+        model=scorer,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        collate=train_collate,
+        step_fn=step_fn_for(ref_train),
+        eval_fn=lambda: held_out(eval_set),
+        before_fn=before,
+        save_final=lambda run_dir: save_adapter(
+            run_dir, peft_model, accelerator, extra_files=getattr(inner, "save_files", dict)()
+        ),
+        extra_state=extra,
+        load_extra_state=getattr(inner, "load_extra_state", None),
+    )
+
+
+def _wire_ppo(r, method, data, tokenizer, accelerator, peft_model, total, plan, model_spec) -> Wired:
+    """PPO: a rollout phase per step, then its minibatch updates (align/ppo.py)."""
+    from align.ppo import POLICY, VALUE, PPOModule, PPOPhase, PromptIndices, RewardSource, build_roles
+
+    head, value_adapter, (reward_head, _) = build_roles(r, method, peft_model, r.output_dir)
+    module = PPOModule(peft_model, head, value_adapter, r.ppo.temperature, r.train.chunk_tokens)
+    optimizer, scheduler = _optimizer(r, module, total * method.updates_per_step)
+    model, optimizer = accelerator.prepare(module, optimizer)
+    reward = RewardSource(peft_model, reward_head, r.ppo, tokenizer, accelerator.device)
+    phase = PPOPhase(
+        r=r,
+        method=method,
+        accelerator=accelerator,
+        model=model,
+        module=accelerator.unwrap_model(model),
+        reward=reward,
+        tokenizer=tokenizer,
+        prompts=data.train,
+        eval_prompts=data.eval,
+    )
+    eval_set = EvalSet(
+        len(data.eval), lambda idx: PromptIndices(list(idx)), phase.eval_step, r.train.eval_batch_size
+    )
+    held_out = lambda: evaluate(accelerator, model, eval_set)
+    adapters = [POLICY] if value_adapter == POLICY else [POLICY, VALUE]
+    return Wired(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        collate=None,
+        step_fn=phase.step_fn,
+        eval_fn=held_out,
+        before_fn=held_out,
+        save_final=lambda run_dir: save_adapter(
+            run_dir, peft_model, accelerator, extra_files=phase.save_files(), adapters=adapters
+        ),
+        phase=phase,
+        extra_state=phase.extra_state,
+        load_extra_state=phase.load_extra_state,
+    )
 
 
 def collators(r: Recipe, method, data: PreparedData, pad: int, pack: int | None):

@@ -82,3 +82,27 @@ def randomize_lora_b(model, seed: int = 1234, scale: float = 0.2) -> None:
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.copy_(scale * torch.randn(p.shape, generator=g))
+
+
+def write_steerable_model(out, low: int = 4096, seed: int = 0) -> str:
+    """A tiny llama (SmolLM2's vocabulary and tokenizer files) saved to `out`, whose token ids below
+    `low` share one extra embedding direction: a policy can raise their total probability by moving
+    its hidden state along one direction, so a reward for them is learnable in a few PPO steps
+    (random embeddings alone have no such direction). Returns the directory as a `model:` name."""
+    import shutil
+    from pathlib import Path
+
+    from align.embedded import embedded_model_dir
+    from align.models import tiny_model
+
+    out = Path(out)
+    model = tiny_model(seed=seed, initializer_range=0.1)
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight
+        shared = torch.randn(emb.shape[1], generator=torch.Generator().manual_seed(seed + 1))
+        emb[:low] += shared / shared.norm()
+    model.save_pretrained(out, safe_serialization=True)
+    for f in embedded_model_dir().iterdir():
+        if f.is_file() and f.name != "config.json" and f.suffix != ".safetensors":
+            shutil.copy(f, out / f.name)
+    return str(out)

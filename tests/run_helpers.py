@@ -87,7 +87,7 @@ def multi_process_overrides(gpus: int | None = None) -> tuple[str, ...]:
     return () if gpus >= 2 else ("cpu=true",)
 
 
-def launch_two(out: Path, *overrides: str, log: Path | None = None):
+def launch_two(out: Path, *overrides: str, log: Path | None = None, recipe: Path = TINY):
     """`accelerate launch --multi_gpu --num_processes 2 -m align train tests/tiny.yaml` (a real gloo
     group on CPU: align creates its Accelerator with cpu=True) as a background process."""
     import subprocess
@@ -110,7 +110,7 @@ def launch_two(out: Path, *overrides: str, log: Path | None = None):
         "-m",
         "align",
         "train",
-        str(TINY),
+        str(recipe),
         f"output_dir={out}",
         *overrides,
         *multi_process_overrides(),

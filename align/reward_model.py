@@ -1,0 +1,147 @@
+"""Reward models: a LoRA adapter + scalar head on the shared base, or a separate local model.
+
+The score of a sequence is read at its last real token (from the attention mask: with SmolLM2,
+pad = eos = `<|im_end|>`, so a rule like "last token that is not pad" would read the token
+*before* the final EOS, or a prompt token). A reward run directory (`method: reward`) holds the
+adapter (`adapter/`, stock PEFT files) and the head (`adapter/score_head.safetensors`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from align.adapters import HEAD_FILE, ScalarHead, use_adapter
+from align.errors import RecipeError
+
+
+def _causal_lm(model: nn.Module) -> nn.Module:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """hidden[i, last real position of row i] for any padding side (no device sync)."""
+    t = attention_mask.shape[1]
+    idx = (torch.arange(t, device=attention_mask.device)[None] * attention_mask.long()).argmax(1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+
+
+def backbone_hidden(model: nn.Module, input_ids, attention_mask, position_ids=None) -> torch.Tensor:
+    """Last hidden states of the decoder (no LM head) of a (PEFT) causal LM."""
+    lm = _causal_lm(model)
+    out = lm.base_model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    )
+    return out.last_hidden_state
+
+
+class RewardScorer(nn.Module):
+    """Scores sequences: the (PEFT) model with adapter `adapter` active (None: as it is), head at
+    the last real token. An nn.Module so Accelerate can wrap it for reward-model training."""
+
+    def __init__(self, model: nn.Module, head: ScalarHead, adapter: str | None = None) -> None:
+        super().__init__()
+        self.model, self.head, self.adapter = model, head, adapter
+
+    @classmethod
+    def fresh(cls, peft_model: nn.Module, seed: int) -> RewardScorer:
+        hidden = _causal_lm(peft_model).config.hidden_size
+        head = ScalarHead(hidden, seed).to(next(peft_model.parameters()).device)
+        return cls(peft_model, head)
+
+    def forward(self, input_ids, attention_mask, position_ids=None, **_) -> torch.Tensor:
+        role = use_adapter(self.model, self.adapter) if self.adapter else contextlib.nullcontext()
+        with role:
+            hidden = backbone_hidden(self.model, input_ids, attention_mask, position_ids)
+        return self.head(last_token(hidden, attention_mask))
+
+    # what checkpoints and the final save need beyond the PEFT adapter
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        return {f"head.{k}": v for k, v in self.head.state_dict().items()}
+
+    def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+
+    def save_files(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {HEAD_FILE: dict(self.head.state_dict())}
+
+
+def read_reward_run(run_dir: str | Path, where: str) -> tuple[Path, dict]:
+    """(adapter directory, the run's recipe) of a finished `method: reward` run, or a RecipeError
+    that says what is missing."""
+    import yaml
+
+    root = Path(run_dir).expanduser()
+    adapter = root / "adapter"
+    missing = [
+        p.name
+        for p in (root / "recipe.yaml", adapter / "adapter_config.json", adapter / HEAD_FILE)
+        if not p.exists()
+    ]
+    if not root.is_dir() or missing:
+        raise RecipeError(
+            f"{where}: ppo.reward_run: {root} is not a finished reward run"
+            + (f" (missing {', '.join(missing)})" if root.is_dir() else " (no such directory)")
+            + "; train one with `align train recipes/smollm2/reward.yaml`"
+        )
+    recipe = yaml.safe_load((root / "recipe.yaml").read_text()) or {}
+    if recipe.get("method") != "reward":
+        raise RecipeError(
+            f"{where}: ppo.reward_run: {root} is a '{recipe.get('method')}' run, not a reward model run"
+        )
+    return adapter, recipe
+
+
+def check_same_base(reward_recipe: dict, base_name: str, where: str, run_dir: str) -> None:
+    """A reward adapter only means something on the base it was trained on."""
+    theirs = (reward_recipe.get("model") or {}).get("name")
+    if theirs != base_name:
+        raise RecipeError(
+            f"{where}: ppo.reward_run: {run_dir} was trained on base model {theirs!r}, this run uses "
+            f"{base_name!r}; a reward adapter works only on its own base (use ppo.reward_model for a "
+            "separate model)"
+        )
+
+
+class ExternalRewardModel:
+    """A local sequence-classification model with its own tokenizer: responses are decoded by the
+    caller and re-encoded here (through its chat template when it has one)."""
+
+    def __init__(self, path: str, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        folder = Path(path).expanduser()
+        if not (folder / "config.json").is_file():
+            raise RecipeError(f"ppo.reward_model: {folder} holds no config.json (a local model directory)")
+        config = json.loads((folder / "config.json").read_text())
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            folder, dtype=dtype, use_safetensors=True
+        ).to(device)
+        self.model.eval()
+        if getattr(self.model.config, "num_labels", 1) != 1:
+            raise RecipeError(
+                f"ppo.reward_model: {folder} has num_labels={config.get('num_labels')}; a reward model "
+                "gives one score (num_labels 1)"
+            )
+        self.tok = AutoTokenizer.from_pretrained(folder)
+        self.head = next(
+            (getattr(self.model, n) for n in ("score", "classifier") if hasattr(self.model, n)), None
+        )
+        if self.head is None:
+            raise RecipeError(f"ppo.reward_model: {folder}: no `score` or `classifier` head found")
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, conversations: list[list[dict[str, str]]]) -> torch.Tensor:
+        """Scores [N] of prompt+response conversations (chat messages)."""
+        if getattr(self.tok, "chat_template", None):
+            texts = [self.tok.apply_chat_template(c, tokenize=False) for c in conversations]
+        else:
+            texts = ["\n".join(m["content"] for m in c) for c in conversations]
+        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        hidden = self.model.base_model(**enc, use_cache=False).last_hidden_state
+        return self.head(last_token(hidden, enc["attention_mask"])).float().squeeze(-1)

@@ -1,0 +1,146 @@
+"""Batched sampling with a KV cache: PPO's rollout phase (and the answers of evals).
+
+Prompts are left-padded so every row's next token sits in the same column; position ids come
+from the attention mask (a left-padded row's first real token is position 0, as in training).
+Rows stop at EOS (any id of `eos_token_id`); what follows is padding, and `response_len` counts
+the tokens up to and including EOS. Masks come from these lengths, never from `token != pad`:
+SmolLM2's pad is its EOS.
+
+One prefill forward, then one forward per new token with the cache; the LM head runs on the
+last position only. The loop ends early when every row has stopped (checked every
+`check_every` tokens, so a GPU is not synchronised at every step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_new_tokens: int = 64
+    temperature: float = 1.0  # 0: greedy
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+
+
+@dataclass
+class Rollout:
+    """Left-padded prompts and right-padded responses of one batch (host or device tensors)."""
+
+    prompt_ids: torch.Tensor  # [N, Tp]
+    prompt_len: torch.Tensor  # [N]
+    response_ids: torch.Tensor  # [N, Tr]
+    response_len: torch.Tensor  # [N], EOS included when the row ended
+    ended: torch.Tensor  # [N] bool: stopped at EOS (not cut by max_new_tokens)
+
+    def sequences(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask, position_ids) of prompt + response, [N, Tp + Tr]."""
+        tp, tr = self.prompt_ids.shape[1], self.response_ids.shape[1]
+        dev = self.prompt_ids.device
+        p_att = torch.arange(tp, device=dev)[None] >= (tp - self.prompt_len)[:, None]
+        r_att = torch.arange(tr, device=dev)[None] < self.response_len[:, None]
+        att = torch.cat([p_att, r_att], dim=1).long()
+        return torch.cat([self.prompt_ids, self.response_ids], dim=1), att, positions(att)
+
+    def response_mask(self) -> torch.Tensor:
+        tr = self.response_ids.shape[1]
+        return torch.arange(tr, device=self.response_ids.device)[None] < self.response_len[:, None]
+
+    def select(self, rows: Sequence[int] | torch.Tensor) -> Rollout:
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        return Rollout(*(t[idx.to(t.device)] for t in self.__dict__.values()))
+
+
+def positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that start at 0 on each row's first real token (left padding)."""
+    return (attention_mask.long().cumsum(1) - 1).clamp(min=0)
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    lens = torch.tensor([len(p) for p in prompts], dtype=torch.long)
+    if (lens == 0).any():
+        raise ValueError("rollout: an empty prompt (no tokens) cannot be continued")
+    ids = torch.full((len(prompts), int(lens.max())), pad, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, ids.shape[1] - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
+    return ids, lens
+
+
+def pick(logits: torch.Tensor, s: Sampling, generator: torch.Generator | None) -> torch.Tensor:
+    """The next token of each row: greedy at temperature 0, else sampled from the (top-k, top-p)
+    filtered distribution at `temperature`."""
+    if s.temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / s.temperature
+    if s.top_k and s.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, s.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if s.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # drop a token when the tokens ranked above it already hold top_p of the mass
+        drop = (probs.cumsum(-1) - probs) >= s.top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def sample(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    sampling: Sampling,
+    eos_token_id: int | Sequence[int],
+    pad_token_id: int,
+    generator: torch.Generator | None = None,
+    check_every: int = 8,
+) -> Rollout:
+    """Continue each prompt (token ids) with up to `sampling.max_new_tokens` tokens.
+
+    `model` is a causal LM (a PEFT model with the wanted adapter active, or a plain one) in eval
+    mode; `generator` (on the model's device) makes sampling reproducible."""
+    from transformers import DynamicCache
+
+    dev = next(model.parameters()).device
+    ids, plen = left_pad(prompts, pad_token_id)
+    ids, plen = ids.to(dev), plen.to(dev)
+    n, tp = ids.shape
+    att = (torch.arange(tp, device=dev)[None] >= (tp - plen)[:, None]).long()
+    eos = torch.as_tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=dev)
+    cache = DynamicCache()
+    out = model(
+        input_ids=ids,
+        attention_mask=att,
+        position_ids=positions(att),
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    done = torch.zeros(n, dtype=torch.bool, device=dev)
+    length = torch.zeros(n, dtype=torch.long, device=dev)
+    tokens = []
+    pos = plen.clone()
+    ones = torch.ones((n, 1), dtype=att.dtype, device=dev)
+    for t in range(sampling.max_new_tokens):
+        tok = pick(out.logits[:, -1], sampling, generator)
+        tok = torch.where(done, torch.full_like(tok, pad_token_id), tok)
+        tokens.append(tok)
+        length += (~done).long()
+        done = done | torch.isin(tok, eos)
+        if t + 1 == sampling.max_new_tokens or ((t + 1) % check_every == 0 and bool(done.all())):
+            break
+        att = torch.cat([att, ones], dim=1)
+        out = model(
+            input_ids=tok[:, None],
+            attention_mask=att,
+            position_ids=pos[:, None],
+            cache=cache,
+            use_cache=True,
+        )
+        pos = pos + 1
+    response = torch.stack(tokens, dim=1)
+    return Rollout(ids, plen, response, length, done)

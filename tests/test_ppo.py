@@ -1,0 +1,179 @@
+"""RLHF-PPO end to end on tiny models: learning, the reference at step 0, roles, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from model_helpers import write_steerable_model
+from run_helpers import ROOT, launch_two, max_abs_diff
+
+from align.checkpoint import read_metrics
+from align.errors import RecipeError
+from align.recipe import load_recipe
+from align.train import run
+
+PPO = ROOT / "tests" / "ppo_tiny.yaml"
+REWARD = ROOT / "tests" / "tiny.yaml"
+
+
+def ppo(out: Path, *overrides: str, resume: bool | None = None) -> dict:
+    return run(load_recipe(PPO, [f"output_dir={out}", *overrides]), resume=resume)
+
+
+def adapters(run_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    root = run_dir / "adapter"
+    out = {f"policy.{k}": v for k, v in load_file(root / "adapter_model.safetensors").items()}
+    if (root / "value").is_dir():
+        out.update({f"value.{k}": v for k, v in load_file(root / "value" / "adapter_model.safetensors").items()})
+        out.update({f"head.{k}": v for k, v in load_file(root / "value" / "value_head.safetensors").items()})
+    return out
+
+
+@pytest.fixture(scope="module")
+def steerable(tmp_path_factory) -> str:
+    return write_steerable_model(tmp_path_factory.mktemp("steerable"))
+
+
+def test_ppo_raises_a_programmatic_reward_with_bounded_kl(tmp_path, steerable):
+    """Reward: the share of response tokens with id < 4096 (tests/ppo_rewards.py). Seeded."""
+    summary = ppo(
+        tmp_path / "run",
+        f"model.name={steerable}",
+        "ppo.reward_function=ppo_rewards:low_ids",
+        "train.max_steps=10",
+    )
+    before, after = summary["before"], summary["after"]
+    assert before["eval/kl_ref"] == 0.0 and before["eval/kl_ref/k3"] == 0.0  # fresh policy = reference
+    assert after["eval/score"] > before["eval/score"] + 0.25, (before, after)
+    assert 0 < after["eval/kl_ref/k3"] < 20
+    rows = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "train/score" in r]
+    assert rows[0]["train/kl_ref"] == 0.0 and rows[0]["train/kl_ref/k3"] == 0.0  # step 1 samples the reference
+    assert max(r["train/score"] for r in rows[-3:]) > rows[0]["train/score"] + 0.2
+    for key in ("train/time/rollout_s", "train/time/scoring_s", "train/time/update_s", "train/policy/clipfrac",
+                "train/value/explained_variance", "train/kl_coef", "train/entropy", "train/eos"):
+        assert key in rows[-1]
+    trained = adapters(tmp_path / "run")  # both adapters moved from B = 0
+    for role in ("policy", "value"):
+        assert max(float(v.abs().max()) for k, v in trained.items() if k.startswith(role) and "lora_B" in k) > 0
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["objective"]["objective"] == "ppo" and manifest["objective"]["value_model"] == "fresh"
+    assert manifest["objective"]["gamma"] == 1.0 and manifest["objective"]["lam"] == 0.95
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    common = ("train.max_steps=4", "train.save_every=2", "train.keep_checkpoints=0", "ppo.minibatches=2")
+    ppo(tmp_path / "full", *common)
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "full", cut)
+    shutil.rmtree(cut / "checkpoints" / "step-0000004")
+    shutil.rmtree(cut / "adapter")
+    (cut / "summary.json").unlink()
+    ppo(cut, *common, resume=True)
+    a, b = adapters(tmp_path / "full"), adapters(cut)
+    assert any(k.startswith("value.") for k in a)
+    assert max_abs_diff(a, b) < 1e-6
+
+
+def test_two_processes_hold_the_same_adapter(tmp_path):
+    proc = launch_two(tmp_path / "two", "train.per_device_batch_size=4", recipe=PPO)
+    assert proc.wait(timeout=300) == 0, (tmp_path / "two.log").read_text()[-3000:]
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    sums = summary["rank_checksums"]
+    assert len(sums) == 2 and sums[0] == sums[1]
+    manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and "MULTI" in manifest["distributed_type"]
+
+
+@pytest.fixture(scope="module")
+def reward_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reward") / "run"
+    run(load_recipe(REWARD, ["method=reward", f"output_dir={out}", "train.max_steps=2"]))
+    return out
+
+
+def test_reward_run_trains_and_saves_adapter_and_head(reward_run):
+    summary = json.loads((reward_run / "summary.json").read_text())
+    assert 0.0 <= summary["after"]["eval/accuracy"] <= 1.0 and "eval/margin" in summary["before"]
+    assert (reward_run / "adapter" / "score_head.safetensors").is_file()
+    manifest = json.loads((reward_run / "manifest.json").read_text())
+    assert manifest["objective"]["objective"] == "bradley_terry"
+
+
+def test_value_model_starts_from_the_reward_run(tmp_path, reward_run):
+    from safetensors.torch import load_file
+
+    from align.models import add_lora, tiny_model
+    from align.ppo import REWARD as REWARD_ADAPTER
+    from align.ppo import VALUE, build_roles
+    from align.adapters import adapter_state_of
+
+    r = load_recipe(PPO, [f"output_dir={tmp_path}", f"ppo.reward_run={reward_run}", "ppo.reward_function=null"])
+    method = __import__("align.methods", fromlist=["build_method"]).build_method(r)
+    peft_model = add_lora(tiny_model(), r.lora)
+    head, value_adapter, (reward_head, _) = build_roles(r, method, peft_model, "test")
+    assert value_adapter == VALUE
+    saved = load_file(reward_run / "adapter" / "adapter_model.safetensors")
+    for name in (VALUE, REWARD_ADAPTER):
+        got = adapter_state_of(peft_model, name)
+        assert got.keys() == saved.keys() and max_abs_diff(got, saved) == 0
+    head_saved = load_file(reward_run / "adapter" / "score_head.safetensors")
+    assert torch.equal(head.linear.weight, head_saved["linear.weight"])
+    assert torch.equal(reward_head.linear.weight, head_saved["linear.weight"])
+    trainable = {n.split(".")[-2] for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable == {"default", VALUE}
+
+
+def test_ppo_with_a_reward_run_end_to_end(tmp_path, reward_run):
+    summary = ppo(tmp_path / "run", f"ppo.reward_run={reward_run}", "ppo.reward_function=null", "train.max_steps=1")
+    assert summary["steps"] == 1 and "eval/score" in summary["after"]
+    assert (tmp_path / "run" / "adapter" / "value" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["ppo.reward_function=null"], "set exactly one of ppo.reward_run"),
+        (["ppo.reward_model=/nowhere"], "got reward_model, reward_function"),
+        (["lora.dropout=0.1"], "lora.dropout: PPO needs 0"),
+        (["ppo.value=reward"], "ppo.value: 'reward' initialises"),
+        (["ppo.minibatches=9"], "ppo.minibatches: 9 is more than"),
+        (["ppo.reward_function=align.rewards:nope"], "align.rewards has no 'nope'"),
+        (["ppo.reward_function=no_such_module_xyz:f"], "cannot import 'no_such_module_xyz'"),
+        (["ppo.reward_function=lowercase"], "must look like `module:function`"),
+        (["method=dpo"], "ppo: applies to method 'ppo' only"),
+    ],
+)
+def test_bad_recipes_fail_before_any_model_loads(overrides, message):
+    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace("'", "'")):
+        load_recipe(PPO, overrides)
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [("ppo_rewards:wrong_length", "returned 9 values for 8 responses"), ("ppo_rewards:not_finite", "non-finite value")],
+)
+def test_a_bad_reward_function_fails_at_the_first_step(tmp_path, fn, message):
+    with pytest.raises(RecipeError, match=message):
+        ppo(tmp_path / "run", f"ppo.reward_function={fn}", "report.eval_before=false", "train.max_steps=1")
+
+
+def test_reward_run_errors_name_the_problem(tmp_path, reward_run):
+    with pytest.raises(RecipeError, match="not a finished reward run.*no such directory"):
+        ppo(tmp_path / "a", f"ppo.reward_run={tmp_path / 'missing'}", "ppo.reward_function=null")
+    other = tmp_path / "other-base"
+    shutil.copytree(reward_run, other)
+    text = (other / "recipe.yaml").read_text().replace("name: tiny-smollm2", "name: smollm2-135m-instruct")
+    (other / "recipe.yaml").write_text(text)
+    with pytest.raises(RecipeError, match="trained on base model 'smollm2-135m-instruct'"):
+        ppo(tmp_path / "b", f"ppo.reward_run={other}", "ppo.reward_function=null")
+    dpo = tmp_path / "dpo-run"
+    shutil.copytree(reward_run, dpo)
+    (dpo / "recipe.yaml").write_text((dpo / "recipe.yaml").read_text().replace("method: reward", "method: dpo"))
+    with pytest.raises(RecipeError, match="is a 'dpo' run, not a reward model run"):
+        ppo(tmp_path / "c", f"ppo.reward_run={dpo}", "ppo.reward_function=null")
