@@ -9,7 +9,6 @@ adapter (`adapter/`, stock PEFT files) and the head (`adapter/score_head.safeten
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 
 import torch
@@ -117,17 +116,18 @@ class ExternalRewardModel:
         folder = Path(path).expanduser()
         if not (folder / "config.json").is_file():
             raise RecipeError(f"ppo.reward_model: {folder} holds no config.json (a local model directory)")
-        config = json.loads((folder / "config.json").read_text())
         self.model = AutoModelForSequenceClassification.from_pretrained(
             folder, dtype=dtype, use_safetensors=True
         ).to(device)
         self.model.eval()
         if getattr(self.model.config, "num_labels", 1) != 1:
             raise RecipeError(
-                f"ppo.reward_model: {folder} has num_labels={config.get('num_labels')}; a reward model "
+                f"ppo.reward_model: {folder} has num_labels={self.model.config.num_labels}; a reward model "
                 "gives one score (num_labels 1)"
             )
         self.tok = AutoTokenizer.from_pretrained(folder)
+        if self.tok.pad_token is None:  # masks come from the attention mask, so any id will do
+            self.tok.pad_token = self.tok.eos_token
         self.head = next(
             (getattr(self.model, n) for n in ("score", "classifier") if hasattr(self.model, n)), None
         )

@@ -30,7 +30,9 @@ def adapters(run_dir: Path) -> dict[str, torch.Tensor]:
     root = run_dir / "adapter"
     out = {f"policy.{k}": v for k, v in load_file(root / "adapter_model.safetensors").items()}
     if (root / "value").is_dir():
-        out.update({f"value.{k}": v for k, v in load_file(root / "value" / "adapter_model.safetensors").items()})
+        out.update(
+            {f"value.{k}": v for k, v in load_file(root / "value" / "adapter_model.safetensors").items()}
+        )
         out.update({f"head.{k}": v for k, v in load_file(root / "value" / "value_head.safetensors").items()})
     return out
 
@@ -53,14 +55,26 @@ def test_ppo_raises_a_programmatic_reward_with_bounded_kl(tmp_path, steerable):
     assert after["eval/score"] > before["eval/score"] + 0.25, (before, after)
     assert 0 < after["eval/kl_ref/k3"] < 20
     rows = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "train/score" in r]
-    assert rows[0]["train/kl_ref"] == 0.0 and rows[0]["train/kl_ref/k3"] == 0.0  # step 1 samples the reference
+    assert (
+        rows[0]["train/kl_ref"] == 0.0 and rows[0]["train/kl_ref/k3"] == 0.0
+    )  # step 1 samples the reference
     assert max(r["train/score"] for r in rows[-3:]) > rows[0]["train/score"] + 0.2
-    for key in ("train/time/rollout_s", "train/time/scoring_s", "train/time/update_s", "train/policy/clipfrac",
-                "train/value/explained_variance", "train/kl_coef", "train/entropy", "train/eos"):
+    for key in (
+        "train/time/rollout_s",
+        "train/time/scoring_s",
+        "train/time/update_s",
+        "train/policy/clipfrac",
+        "train/value/explained_variance",
+        "train/kl_coef",
+        "train/entropy",
+        "train/eos",
+    ):
         assert key in rows[-1]
     trained = adapters(tmp_path / "run")  # both adapters moved from B = 0
     for role in ("policy", "value"):
-        assert max(float(v.abs().max()) for k, v in trained.items() if k.startswith(role) and "lora_B" in k) > 0
+        assert (
+            max(float(v.abs().max()) for k, v in trained.items() if k.startswith(role) and "lora_B" in k) > 0
+        )
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["objective"]["objective"] == "ppo" and manifest["objective"]["value_model"] == "fresh"
     assert manifest["objective"]["gamma"] == 1.0 and manifest["objective"]["lam"] == 0.95
@@ -108,12 +122,14 @@ def test_reward_run_trains_and_saves_adapter_and_head(reward_run):
 def test_value_model_starts_from_the_reward_run(tmp_path, reward_run):
     from safetensors.torch import load_file
 
+    from align.adapters import adapter_state_of
     from align.models import add_lora, tiny_model
     from align.ppo import REWARD as REWARD_ADAPTER
     from align.ppo import VALUE, build_roles
-    from align.adapters import adapter_state_of
 
-    r = load_recipe(PPO, [f"output_dir={tmp_path}", f"ppo.reward_run={reward_run}", "ppo.reward_function=null"])
+    r = load_recipe(
+        PPO, [f"output_dir={tmp_path}", f"ppo.reward_run={reward_run}", "ppo.reward_function=null"]
+    )
     method = __import__("align.methods", fromlist=["build_method"]).build_method(r)
     peft_model = add_lora(tiny_model(), r.lora)
     head, value_adapter, (reward_head, _) = build_roles(r, method, peft_model, "test")
@@ -130,7 +146,9 @@ def test_value_model_starts_from_the_reward_run(tmp_path, reward_run):
 
 
 def test_ppo_with_a_reward_run_end_to_end(tmp_path, reward_run):
-    summary = ppo(tmp_path / "run", f"ppo.reward_run={reward_run}", "ppo.reward_function=null", "train.max_steps=1")
+    summary = ppo(
+        tmp_path / "run", f"ppo.reward_run={reward_run}", "ppo.reward_function=null", "train.max_steps=1"
+    )
     assert summary["steps"] == 1 and "eval/score" in summary["after"]
     assert (tmp_path / "run" / "adapter" / "value" / "adapter_model.safetensors").is_file()
 
@@ -156,7 +174,10 @@ def test_bad_recipes_fail_before_any_model_loads(overrides, message):
 
 @pytest.mark.parametrize(
     "fn, message",
-    [("ppo_rewards:wrong_length", "returned 9 values for 8 responses"), ("ppo_rewards:not_finite", "non-finite value")],
+    [
+        ("ppo_rewards:wrong_length", "returned 9 values for 8 responses"),
+        ("ppo_rewards:not_finite", "non-finite value"),
+    ],
 )
 def test_a_bad_reward_function_fails_at_the_first_step(tmp_path, fn, message):
     with pytest.raises(RecipeError, match=message):
@@ -174,6 +195,56 @@ def test_reward_run_errors_name_the_problem(tmp_path, reward_run):
         ppo(tmp_path / "b", f"ppo.reward_run={other}", "ppo.reward_function=null")
     dpo = tmp_path / "dpo-run"
     shutil.copytree(reward_run, dpo)
-    (dpo / "recipe.yaml").write_text((dpo / "recipe.yaml").read_text().replace("method: reward", "method: dpo"))
+    (dpo / "recipe.yaml").write_text(
+        (dpo / "recipe.yaml").read_text().replace("method: reward", "method: dpo")
+    )
     with pytest.raises(RecipeError, match="is a 'dpo' run, not a reward model run"):
         ppo(tmp_path / "c", f"ppo.reward_run={dpo}", "ppo.reward_function=null")
+
+
+def _write_classifier(out: Path, num_labels: int = 1) -> Path:
+    """A tiny local sequence-classification model with SmolLM2's tokenizer files."""
+    from transformers import AutoModelForSequenceClassification
+
+    from align.embedded import embedded_model_dir
+    from align.models import tiny_config
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(tiny_config(num_labels=num_labels))
+    model.save_pretrained(out, safe_serialization=True)
+    for f in embedded_model_dir().iterdir():
+        if f.is_file() and f.name != "config.json" and f.suffix != ".safetensors":
+            shutil.copy(f, out / f.name)
+    return out
+
+
+def test_a_local_classifier_with_its_own_tokenizer_scores_the_responses(tmp_path):
+    from align.reward_model import ExternalRewardModel
+
+    path = _write_classifier(tmp_path / "rm")
+    rm = ExternalRewardModel(str(path), torch.device("cpu"))
+    convs = [
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there, friend."}],
+        [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}],
+    ]
+    batched = rm(convs)
+    alone = torch.cat([rm([c]) for c in convs])  # no padding at all
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=0)
+    summary = ppo(
+        tmp_path / "run", f"ppo.reward_model={path}", "ppo.reward_function=null", "train.max_steps=1"
+    )
+    assert summary["steps"] == 1 and "eval/score" in summary["after"]
+    with pytest.raises(RecipeError, match="num_labels=2"):
+        ExternalRewardModel(str(_write_classifier(tmp_path / "two", num_labels=2)), torch.device("cpu"))
+
+
+def test_a_prompt_set_with_an_empty_prompt_is_refused_naming_the_record(tmp_path):
+    from align.errors import DataError
+
+    data = tmp_path / "prompts.jsonl"
+    data.write_text(
+        '{"prompt": "Name a colour.", "chosen": "Red.", "rejected": "No."}\n'
+        '{"prompt": "  ", "chosen": "a", "rejected": "b"}\n'
+    )
+    with pytest.raises(DataError, match=r"prompts.jsonl: line 2: field 'prompt': empty prompt"):
+        ppo(tmp_path / "run", "data.card=null", f"data.path={data}")

@@ -167,8 +167,8 @@ def test_bad_files(tmp_path):
 
 
 def test_unknown_method_suggests():
-    with pytest.raises(RecipeError, match=r"unknown method 'dpp' \(did you mean 'dpo'\?\)"):
-        load_recipe(TINY, ["method=dpp"])
+    with pytest.raises(RecipeError, match=r"unknown method 'dpoo' \(did you mean 'dpo'\?\)"):
+        load_recipe(TINY, ["method=dpoo"])
 
 
 def _no_model(*args, **kwargs):
@@ -180,11 +180,11 @@ def test_cli_rejects_unknown_method_before_any_model_loads(monkeypatch, capsys):
         monkeypatch.setattr(module, "load_model", _no_model)
         monkeypatch.setattr(module, "load_tokenizer", _no_model)
     monkeypatch.setattr(align.train, "run", _no_model)
-    code = main(["train", str(TINY), "method=dpp", "beta=0.2"])
+    code = main(["train", str(TINY), "method=dpoo", "beta=0.2"])
     err = capsys.readouterr().err
     assert code == 2
     lines = [line for line in err.splitlines() if line.startswith("align: error:")]
-    assert lines == [f"align: error: {TINY}: method: unknown method 'dpp' (did you mean 'dpo'?)"]
+    assert lines == [f"align: error: {TINY}: method: unknown method 'dpoo' (did you mean 'dpo'?)"]
     assert "Traceback" not in err
 
 

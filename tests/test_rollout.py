@@ -26,15 +26,26 @@ def model():
 
 @pytest.fixture(scope="module")
 def prompts(smollm2_tokenizer):
-    chats = [[{"role": "user", "content": q}] for q in ("Hi", "What is the capital of France, please?", "2+2?")]
-    return [list(smollm2_tokenizer.apply_chat_template(c, add_generation_prompt=True, return_dict=True)["input_ids"]) for c in chats]
+    chats = [
+        [{"role": "user", "content": q}] for q in ("Hi", "What is the capital of France, please?", "2+2?")
+    ]
+    return [
+        list(
+            smollm2_tokenizer.apply_chat_template(c, add_generation_prompt=True, return_dict=True)[
+                "input_ids"
+            ]
+        )
+        for c in chats
+    ]
 
 
 def test_greedy_equals_generate_with_left_padding(model, prompts, smollm2_tokenizer):
     tok = smollm2_tokenizer
     r = sample(model, prompts, Sampling(max_new_tokens=6, temperature=0), tok.eos_token_id, tok.pad_token_id)
     for i, p in enumerate(prompts):  # each prompt alone, no padding at all
-        out = model.generate(torch.tensor([p]), max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)
+        out = model.generate(
+            torch.tensor([p]), max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id
+        )
         assert r.response_ids[i].tolist() == out[0, len(p) :].tolist()
     assert r.prompt_len.tolist() == [len(p) for p in prompts]
 
@@ -43,7 +54,13 @@ def test_positions_and_masks_of_left_padded_sequences(prompts):
     ids, lens = left_pad(prompts, pad=2)
     assert ids.shape == (3, max(map(len, prompts)))
     assert ids[0, : ids.shape[1] - len(prompts[0])].eq(2).all()
-    r = Rollout(ids, lens, torch.tensor([[5, 6, 2], [7, 2, 2], [8, 9, 10]]), torch.tensor([3, 2, 3]), torch.tensor([True, True, False]))
+    r = Rollout(
+        ids,
+        lens,
+        torch.tensor([[5, 6, 2], [7, 2, 2], [8, 9, 10]]),
+        torch.tensor([3, 2, 3]),
+        torch.tensor([True, True, False]),
+    )
     full, att, pos = r.sequences()
     assert att.sum(1).tolist() == [len(prompts[0]) + 3, len(prompts[1]) + 2, len(prompts[2]) + 3]
     # the first real token of every row is position 0, and positions then count real tokens
@@ -95,14 +112,18 @@ def test_score_is_read_at_the_last_real_token_whatever_the_padding(model):
     peft_model = get_peft_model(tiny_model(seed=3), LoraConfig(r=2, target_modules=["q_proj"]))
     scorer = RewardScorer.fresh(peft_model, seed=0).eval()
     seqs = [[5, 6, 7, 8, 2], [9, 10, 2], [11, 12, 13, 14, 15, 16]]
-    r = Rollout(*left_pad([s[:2] for s in seqs], 2), *_right([s[2:] for s in seqs]), torch.tensor([True, True, False]))
+    r = Rollout(
+        *left_pad([s[:2] for s in seqs], 2), *_right([s[2:] for s in seqs]), torch.tensor([True, True, False])
+    )
     ids, att, pos = r.sequences()
     with torch.no_grad():
         batched = scorer(ids, att, pos)
         alone = torch.cat([scorer(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long)) for s in seqs])
     torch.testing.assert_close(batched, alone, atol=1e-5, rtol=0)
     h = torch.arange(12.0).view(2, 3, 2)
-    torch.testing.assert_close(last_token(h, torch.tensor([[1, 1, 0], [0, 1, 1]])), torch.tensor([[2.0, 3.0], [10.0, 11.0]]))
+    torch.testing.assert_close(
+        last_token(h, torch.tensor([[1, 1, 0], [0, 1, 1]])), torch.tensor([[2.0, 3.0], [10.0, 11.0]])
+    )
 
 
 def _right(rows):
