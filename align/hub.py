@@ -12,19 +12,16 @@ token (HF_TOKEN or the stored login) is masked in every message and log line.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import yaml
-
-from align.checkpoint import list_checkpoints
-from align.errors import AlignError
-from align.hub_card import RunRecord, model_card, portable_base
+from align.errors import PushError
+from align.hub_card import RunRecord
+from align.hub_files import Upload, plan_uploads, read_run
 from align.offline import HubUnreachable, hub_endpoint, is_repo_id, online_for
 from align.secrets import redact, register_secret
 
@@ -33,13 +30,6 @@ T = TypeVar("T")
 
 ATTEMPTS = 4  # per network step: create the repo, the branch, the commit
 BACKOFF_S = 2.0  # the wait after the first failed attempt, doubled after each later one
-ADAPTER = ("adapter_config.json", "adapter_model.safetensors")
-RECORDS = ("recipe.yaml", "manifest.json", "summary.json", "metrics.jsonl")
-NOT_SUB_ADAPTERS = {"adapter", "checkpoints", "evals"}
-
-
-class PushError(AlignError):
-    """A push did not complete; the message says what reached the hub and what did not."""
 
 
 class HubAuthError(PushError):
@@ -56,149 +46,6 @@ class PushResult:
     files: list[str]  # paths in the repo that this push holds
     changed: bool  # False: the repo already held exactly these files, so no commit was made
     warnings: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Upload:
-    path_in_repo: str
-    source: Path | None = None  # a run file, read as it is
-    content: bytes | None = None  # built by the push (card, portable adapter config)
-
-    def operation(self):
-        from huggingface_hub import CommitOperationAdd
-
-        return CommitOperationAdd(
-            self.path_in_repo, str(self.source) if self.content is None else self.content
-        )
-
-
-def read_run(run_dir: Path) -> RunRecord:
-    """The finished run's records; anything missing or unreadable is a PushError naming the file."""
-    if not run_dir.is_dir():
-        raise PushError(f"{run_dir} is not a run directory (it does not exist); nothing was uploaded")
-    needed = [*RECORDS[:3], *(f"adapter/{name}" for name in ADAPTER)]
-    missing = [name for name in needed if not (run_dir / name).is_file()]
-    if missing:
-        unfinished = "summary.json" in missing or any(name.startswith("adapter/") for name in missing)
-        hint = " (the run has not finished: `align train RECIPE --resume` completes it)" if unfinished else ""
-        raise PushError(
-            f"{run_dir} is not a finished run: missing {', '.join(missing)}{hint}; nothing was uploaded"
-        )
-    manifest, summary = _json(run_dir / "manifest.json"), _json(run_dir / "summary.json")
-    try:
-        recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise PushError(
-            f"{run_dir / 'recipe.yaml'}: cannot read it ({type(e).__name__}); nothing was uploaded"
-        ) from None
-    if not isinstance(recipe, dict):
-        raise PushError(f"{run_dir / 'recipe.yaml'}: not a recipe mapping; nothing was uploaded")
-    total, steps = manifest.get("total_steps"), summary.get("steps")
-    if isinstance(total, int) and (not isinstance(steps, int) or steps < total):
-        raise PushError(
-            f"{run_dir} is not a finished run: summary.json says {steps} of {total} steps "
-            "(`align train RECIPE --resume` completes it); nothing was uploaded"
-        )
-    return RunRecord(run_dir, manifest, summary, recipe)
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise PushError(
-            f"{path}: not readable JSON ({type(e).__name__}: {e}); nothing was uploaded"
-        ) from None
-    if not isinstance(data, dict):
-        raise PushError(f"{path}: expected a JSON object; nothing was uploaded")
-    return data
-
-
-def _files(root: Path, skip_checkpoints: bool = True) -> list[Path]:
-    """Files below `root`, sorted; temporary (`.tmp-*`, `.old-*`) and hidden entries skipped."""
-    out = []
-    for path in sorted(root.rglob("*")):
-        parts = path.relative_to(root).parts
-        if path.is_file() and not any(
-            p.startswith(".") or (skip_checkpoints and p == "checkpoints") for p in parts
-        ):
-            out.append(path)
-    return out
-
-
-def sub_adapters(run_dir: Path) -> list[str]:
-    """Run subdirectories other than `adapter/` that hold adapter files (a PPO run's `value/`)."""
-    return [
-        p.name
-        for p in sorted(run_dir.iterdir())
-        if p.is_dir()
-        and p.name not in NOT_SUB_ADAPTERS
-        and not p.name.startswith(".")
-        and any(f.name == ADAPTER[0] for f in _files(p))
-    ]
-
-
-def plan_uploads(
-    run: RunRecord, repo_id: str, include_checkpoints: bool = False
-) -> tuple[list[Upload], list[str]]:
-    """Every file of the commit, and warnings (a base model without a hub id). The main adapter goes
-    to the repo root (what `PeftModel.from_pretrained(base, repo_id)` reads), other adapters to
-    their folder; PEFT's own READMEs give way to one model card at the root."""
-    run_dir = run.run_dir
-    recorded = _json(run_dir / "adapter" / ADAPTER[0]).get("base_model_name_or_path")
-    name = str((run.manifest.get("model") or {}).get("name") or (run.recipe.get("model") or {}).get("name"))
-    base_id, warning = portable_base(name, recorded if isinstance(recorded, str) else None)
-    uploads: list[Upload] = []
-
-    def add_dir(root: Path, prefix: str) -> None:
-        for path in _files(root):
-            rel = prefix + path.relative_to(root).as_posix()
-            if path.name == "README.md":
-                continue
-            if path.name == ADAPTER[0]:
-                uploads.append(Upload(rel, content=_portable_config(path, base_id)))
-            else:
-                uploads.append(Upload(rel, source=path))
-
-    add_dir(run_dir / "adapter", "")
-    subs = sub_adapters(run_dir)
-    for sub in subs:
-        add_dir(run_dir / sub, f"{sub}/")
-    uploads += [Upload(name, source=run_dir / name) for name in RECORDS if (run_dir / name).is_file()]
-    if (run_dir / "evals").is_dir():
-        uploads += [
-            Upload(f"evals/{p.relative_to(run_dir / 'evals').as_posix()}", source=p)
-            for p in _files(run_dir / "evals")
-        ]
-    if include_checkpoints:
-        for ckpt in list_checkpoints(run_dir):
-            uploads += [
-                Upload(f"checkpoints/{ckpt.name}/{p.relative_to(ckpt).as_posix()}", source=p)
-                for p in _files(ckpt, False)
-            ]
-    peft_meta = _peft_metadata(run_dir / "adapter" / "README.md")
-    card = model_card(run, repo_id, base_id, peft_meta, subs, [u.path_in_repo for u in uploads])
-    uploads.insert(0, Upload("README.md", content=card.encode()))
-    return uploads, [warning] if warning else []
-
-
-def _portable_config(path: Path, base_id: str | None) -> bytes:
-    config = _json(path)
-    if base_id is not None:
-        config["base_model_name_or_path"] = base_id
-    return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
-
-
-def _peft_metadata(readme: Path) -> dict[str, Any]:
-    """The YAML metadata PEFT wrote into the adapter's README.md (empty when there is none)."""
-    from huggingface_hub import ModelCard
-
-    if not readme.is_file():
-        return {}
-    try:
-        return ModelCard.load(readme, ignore_metadata_errors=True).data.to_dict()
-    except (OSError, ValueError, yaml.YAMLError):
-        return {}
 
 
 def default_message(run: RunRecord) -> str:
@@ -222,23 +69,22 @@ def push_run(
     HF_ENDPOINT, else https://huggingface.co; `token`: default HF_TOKEN, else the stored login."""
     from huggingface_hub import get_token
 
-    run_dir = Path(run_dir)
+    run_dir, revision = Path(run_dir), revision or "main"
     if not is_repo_id(repo_id):
         raise PushError(f"repo id {redact(repo_id)!r} is not like namespace/name; nothing was uploaded")
     run = read_run(run_dir)
-    uploads, warnings = plan_uploads(run, repo_id, include_checkpoints)
+    uploads, warnings = plan_uploads(run, repo_id, include_checkpoints, revision)
     for warning in warnings:
         log.warning("%s", warning)
     endpoint = (endpoint or hub_endpoint()).rstrip("/")
     token = token or get_token()
-    register_secret(token)
-    push = _Push(run_dir, repo_id, revision or "main", endpoint, token, uploads)
+    register_secret(token)  # masked from here on, also when it came from the stored login
+    push = _Push(run_dir, repo_id, revision, endpoint, token, uploads, warnings)
     try:
         with online_for(endpoint):
-            result = push.run(private, commit_message or default_message(run))
+            return push.run(private, commit_message or default_message(run))
     except HubUnreachable as e:
         raise PushError(f"could not push {run_dir} to {repo_id}: {e}; nothing was uploaded") from None
-    return PushResult(**result, warnings=warnings)
 
 
 @dataclass
@@ -249,10 +95,11 @@ class _Push:
     endpoint: str
     token: str | None
     uploads: list[Upload]
+    warnings: list[str]
     repo_ready: bool = False
     head: str | None = None  # the revision's commit before this push
 
-    def run(self, private: bool, message: str) -> dict[str, Any]:
+    def run(self, private: bool, message: str) -> PushResult:
         from align import __version__
 
         api = self.api()
@@ -290,14 +137,15 @@ class _Push:
                 self.revision,
                 info.oid,
             )
-        return dict(
-            repo_id=self.repo_id,
-            revision=self.revision,
-            endpoint=self.endpoint,
-            commit_oid=info.oid,
-            commit_url=info.commit_url,
-            files=files,
-            changed=changed,
+        return PushResult(
+            self.repo_id,
+            self.revision,
+            self.endpoint,
+            info.oid,
+            info.commit_url,
+            files,
+            changed,
+            self.warnings,
         )
 
     def api(self):

@@ -207,6 +207,7 @@ def model_card(
     peft_meta: dict[str, Any],
     sub_adapters: list[str],
     files: list[str],
+    revision: str = "main",
 ) -> str:
     """README.md for the pushed repo (metadata + body), redacted; `files`: the other pushed paths."""
     m, r, s = run.manifest, run.recipe, run.summary
@@ -215,26 +216,27 @@ def model_card(
     meta = card_metadata(peft_meta, base_id, method, data)
     base = base_id or "BASE_MODEL"
     lines = [f"# {repo_id.split('/')[-1]}", ""]
-    if base_id:
-        lines.append(f"A LoRA adapter for [{base_id}](https://huggingface.co/{base_id}), ")
-    else:
-        lines.append(
-            "A LoRA adapter (its base model has no hub id: load it onto the base it was trained on), "
-        )
-    lines += [f"trained with **{method.upper()}** by align {__version__}.", "", "## Use", "", "```python"]
+    what = (
+        f"A LoRA adapter for [{base_id}](https://huggingface.co/{base_id})"
+        if base_id
+        else "A LoRA adapter (its base model has no hub id: load it onto the base it was trained on)"
+    )
+    lines.append(f"{what}, trained with **{method.upper()}** by align {__version__}.")
+    lines += ["", "## Use", "", "```python"]
     lines += [
         "from peft import PeftModel",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         "",
         f'base = AutoModelForCausalLM.from_pretrained("{base}")',
         f'tokenizer = AutoTokenizer.from_pretrained("{base}")',
-        f'model = PeftModel.from_pretrained(base, "{repo_id}")',
+        f'model = PeftModel.from_pretrained(base, "{repo_id}"{_at(revision, ", revision=")})',
         "```",
     ]
     for sub in sub_adapters:
         lines += [
             "",
-            f'`{sub}/` holds another adapter: `PeftModel.from_pretrained(base, "{repo_id}", subfolder="{sub}")`.',
+            f'`{sub}/` holds another adapter: `PeftModel.from_pretrained(base, "{repo_id}", '
+            f'subfolder="{sub}"{_at(revision, ", revision=")})`.',
         ]
     lines += ["", "## Training", "", "| | |", "|---|---|", *_training_rows(run)]
     lines += ["", "## Data", ""]
@@ -253,7 +255,7 @@ def model_card(
         "",
         "## Reproduce",
         "",
-        *_reproduce(run, repo_id, base_id),
+        *_reproduce(run, repo_id, base_id, revision),
         "",
         "## Files",
         "",
@@ -288,7 +290,12 @@ def _training_rows(run: RunRecord) -> list[str]:
         ("seed", r.get("seed")),
         ("software", _versions(m)),
     ]  # fmt: skip
-    return [f"| {k} | {_cell(v) if not isinstance(v, str) else _cell(v)} |" for k, v in rows]
+    return [f"| {k} | {_cell(v)} |" for k, v in rows]
+
+
+def _at(revision: str, prefix: str) -> str:
+    """The revision argument of a command, when it is not the default branch."""
+    return "" if revision == "main" else f"{prefix}{json.dumps(revision) if '=' in prefix else revision}"
 
 
 def _product(*values: Any) -> Any:
@@ -324,7 +331,7 @@ def _result_rows(s: dict[str, Any]) -> list[str]:
     ]
 
 
-def _reproduce(run: RunRecord, repo_id: str, base_id: str | None) -> list[str]:
+def _reproduce(run: RunRecord, repo_id: str, base_id: str | None, revision: str) -> list[str]:
     """The exact command: the pushed recipe.yaml, with the base named by its hub id when the run
     read it from a local directory, a fresh output_dir, and no second push."""
     r, m = run.recipe, run.manifest
@@ -342,7 +349,7 @@ def _reproduce(run: RunRecord, repo_id: str, base_id: str | None) -> list[str]:
         f"With align {(m.get('versions') or {}).get('align') or __version__}{at}:",
         "",
         "```bash",
-        f"hf download {repo_id} recipe.yaml --local-dir .",
+        f"hf download {repo_id} recipe.yaml --local-dir .{_at(revision, ' --revision ')}",
         f"{launch} train recipe.yaml {' '.join(overrides)}",
         "```",
     ]

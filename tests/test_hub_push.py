@@ -250,7 +250,9 @@ def test_repush_unchanged_makes_no_commit(trained, hub, tmp_path):
     assert len(hub.commits("alice/again")) == n_commits  # no commit, not even an empty one
     assert len(hub.seen("commit")) == seen  # the client left every unchanged file out, then the commit
     assert sorted(hub.files("alice/again", "main")) == [".gitattributes"]  # the branch got the run
-    assert "README.md" in hub.files("alice/again", "dev")
+    card = hub.files("alice/again", "dev")["README.md"].decode()
+    assert 'PeftModel.from_pretrained(base, "alice/again", revision="dev")' in card
+    assert "hf download alice/again recipe.yaml --local-dir . --revision dev\n" in card
     from huggingface_hub.errors import RepositoryNotFoundError
 
     with pytest.raises(RepositoryNotFoundError):  # private: invisible without the token
