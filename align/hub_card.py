@@ -116,8 +116,8 @@ def data_info(run: RunRecord) -> DataInfo | None:
         )
         try:
             card = load_card(where or data["card"])
-        except AlignError:
-            return DataInfo(str(data["card"]), None, "", None)
+        except AlignError:  # the card is gone: its name only (never a local path)
+            return DataInfo(Path(str(data["card"])).stem, None, "", None)
         hub_id = card.source if is_repo_id(card.source) and not Path(card.source).exists() else None
         return DataInfo(card.name, card.license, " ".join(card.description.split()), hub_id)
     path = data.get("path")

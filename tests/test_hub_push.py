@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 from hub_helpers import closed_port, hub_server, isolate_hub
+from model_helpers import randomize_lora_b
 from run_helpers import TINY, align_env, run_tiny
 
 import align.hub
@@ -60,25 +61,22 @@ def trained(tmp_path_factory) -> Trained:
     """A finished tiny run whose base model is a local directory naming a hub id, with what other
     parts of align add to a run directory: checkpoints, a second adapter (a PPO run's value
     adapter) and eval results (the eval helper writes evals/<name>/)."""
-    from transformers import AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from align.embedded import embedded_model_dir
     from align.models import add_lora, tiny_model
     from align.recipe import LoraConfig
 
     root = tmp_path_factory.mktemp("hub")
     base_dir = root / "tiny-base"
     tiny_model(seed=0).save_pretrained(base_dir)
-    AutoTokenizer.from_pretrained(run_tokenizer_dir()).save_pretrained(base_dir)
+    AutoTokenizer.from_pretrained(embedded_model_dir()).save_pretrained(base_dir)  # tiny-smollm2's tokenizer
     config = json.loads((base_dir / "config.json").read_text())
     (base_dir / "config.json").write_text(json.dumps({**config, "_name_or_path": BASE_ID}))
     run = root / "run"
     run_tiny(run, f"model.name={base_dir}", "train.max_steps=2", "train.save_every=1")
-    torch.manual_seed(1)
-    value = add_lora(tiny_model(seed=0), LoraConfig(r=4, alpha=8, dropout=0.0))
-    for name, p in value.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(p, std=0.05)
-    value.peft_config["default"].base_model_name_or_path = str(base_dir)
+    value = add_lora(AutoModelForCausalLM.from_pretrained(base_dir), LoraConfig(r=4, alpha=8, dropout=0.0))
+    randomize_lora_b(value, seed=1, scale=0.05)
     value.save_pretrained(run / "value")
     (run / "evals" / "mt-bench").mkdir(parents=True)
     (run / "evals" / "mt-bench" / "table.md").write_text(
@@ -89,13 +87,6 @@ def trained(tmp_path_factory) -> Trained:
         json.dumps({"accuracy": 0.625, "_python_version": "3"})
     )
     return Trained(run, base_dir)
-
-
-def run_tokenizer_dir() -> str:
-    from align.models import _resolve_path
-    from align.recipe import ModelConfig
-
-    return _resolve_path(ModelConfig("tiny-smollm2"))
 
 
 @pytest.fixture
@@ -533,3 +524,25 @@ def test_portable_base(tmp_path, case, expected):
     assert (warning is None) == (expected is not None)
     if recorded is not None and expected is None:
         assert f"the base model {recorded} is a local directory that names no hub id" in warning
+
+
+def test_card_metadata_keeps_peft_keys_and_names_hub_datasets_and_licenses():
+    import yaml
+
+    from align.hub_card import DataInfo, card_metadata
+
+    peft = {"base_model": "/data/base", "library_name": "peft", "pipeline_tag": "text-generation"}
+    peft["tags"] = ["base_model:adapter:/data/base", "lora", "transformers"]
+    meta = yaml.safe_load(card_metadata(peft, "org/base", "kto", DataInfo("d", "CC-BY-4.0", "", "org/data")))
+    assert meta == {
+        "base_model": "org/base",
+        "datasets": ["org/data"],
+        "library_name": "peft",
+        "license": "cc-by-4.0",
+        "pipeline_tag": "text-generation",
+        "tags": ["base_model:adapter:org/base", "lora", "transformers", "align", "kto"],
+    }
+    meta = yaml.safe_load(card_metadata(peft, None, "dpo", DataInfo("d", "Our Own License v2", "", None)))
+    assert "base_model" not in meta and "datasets" not in meta
+    assert meta["tags"] == ["lora", "transformers", "align", "dpo"]
+    assert (meta["license"], meta["license_name"]) == ("other", "our-own-license-v2")
