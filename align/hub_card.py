@@ -28,6 +28,8 @@ HUB_LICENSES = {
     "gemma", "unlicense", "other",
 }  # fmt: skip
 MAX_EVAL_ROWS = 40
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+RUN_FILES = ("recipe.yaml", "manifest.json", "summary.json", "metrics.jsonl")
 
 
 @dataclass(frozen=True)
@@ -362,6 +364,12 @@ def _files_list(sub_adapters: list[str], files: list[str]) -> list[str]:
         "- `summary.json`: held-out metrics before and after; `metrics.jsonl`: every logged step",
     ]
     lines += [f"- `{sub}/`: another adapter of this run" for sub in sub_adapters]
+    known = {*ADAPTER_FILES, *RUN_FILES, "README.md"}
+    lines += [
+        f"- `{f}`: saved with the adapter by the run (align reads it; stock PEFT does not need it)"
+        for f in files
+        if f.rpartition("/")[2] not in known and not f.startswith(("evals/", "checkpoints/"))
+    ]
     if any(f.startswith("evals/") for f in files):
         lines.append("- `evals/`: the run's evaluation results")
     if any(f.startswith("checkpoints/") for f in files):

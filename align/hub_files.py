@@ -1,11 +1,12 @@
 """What a push sends: a finished run's records, read back and checked, and the list of files.
 
-The main adapter goes to the repo root (what `PeftModel.from_pretrained(base, repo_id)` reads),
-other folders holding adapter files (a PPO run's value adapter) keep their name, then the run's
-records, its `evals/`, and `checkpoints/` only when asked. Files are read as they are, except the
-adapter configs, whose copies name the base model by its hub id, and PEFT's own READMEs, which
-give way to one model card. Tokenizer files go only when a run saved them next to its adapter
-(it does when it changed the tokenizer). Nothing here writes to the run directory.
+The run's `adapter/` becomes the repo root (what `PeftModel.from_pretrained(base, repo_id)` reads),
+with whatever the run saved there: PEFT's folder for a second adapter (a PPO run's `value/`,
+loaded with `subfolder="value"`), heads (`score_head.safetensors`, `value/value_head.safetensors`)
+and tokenizer files when a run saved them (it does only when it changed the tokenizer). Then the
+run's records, its `evals/`, and `checkpoints/` only when asked. Files are read as they are,
+except the adapter configs, whose copies name the base model by its hub id, and PEFT's own
+READMEs, which give way to one model card. Nothing here writes to the run directory.
 """
 
 from __future__ import annotations
@@ -19,11 +20,7 @@ import yaml
 
 from align.checkpoint import list_checkpoints
 from align.errors import PushError
-from align.hub_card import RunRecord, model_card, portable_base
-
-ADAPTER = ("adapter_config.json", "adapter_model.safetensors")
-RECORDS = ("recipe.yaml", "manifest.json", "summary.json", "metrics.jsonl")
-NOT_SUB_ADAPTERS = {"adapter", "checkpoints", "evals"}
+from align.hub_card import ADAPTER_FILES, RUN_FILES, RunRecord, model_card, portable_base
 
 
 @dataclass(frozen=True)
@@ -44,7 +41,7 @@ def read_run(run_dir: Path) -> RunRecord:
     """The finished run's records; anything missing or unreadable is a PushError naming the file."""
     if not run_dir.is_dir():
         raise PushError(f"{run_dir} is not a run directory (it does not exist); nothing was uploaded")
-    needed = [*RECORDS[:3], *(f"adapter/{name}" for name in ADAPTER)]
+    needed = [*RUN_FILES[:3], *(f"adapter/{name}" for name in ADAPTER_FILES)]
     missing = [name for name in needed if not (run_dir / name).is_file()]
     if missing:
         unfinished = "summary.json" in missing or any(name.startswith("adapter/") for name in missing)
@@ -94,45 +91,26 @@ def _files(root: Path, skip_checkpoints: bool = True) -> list[Path]:
     return out
 
 
-def sub_adapters(run_dir: Path) -> list[str]:
-    """Run subdirectories other than `adapter/` that hold adapter files (a PPO run's `value/`)."""
-    return [
-        p.name
-        for p in sorted(run_dir.iterdir())
-        if p.is_dir()
-        and p.name not in NOT_SUB_ADAPTERS
-        and not p.name.startswith(".")
-        and any(f.name == ADAPTER[0] for f in _files(p))
-    ]
-
-
 def plan_uploads(
     run: RunRecord, repo_id: str, include_checkpoints: bool = False, revision: str = "main"
 ) -> tuple[list[Upload], list[str]]:
-    """Every file of the commit, and warnings (a base model without a hub id). The main adapter goes
-    to the repo root (what `PeftModel.from_pretrained(base, repo_id)` reads), other adapters to
-    their folder; PEFT's own READMEs give way to one model card at the root."""
+    """Every file of the commit, and warnings (a base model without a hub id)."""
     run_dir = run.run_dir
-    recorded = _json(run_dir / "adapter" / ADAPTER[0]).get("base_model_name_or_path")
+    recorded = _json(run_dir / "adapter" / ADAPTER_FILES[0]).get("base_model_name_or_path")
     name = str((run.manifest.get("model") or {}).get("name") or (run.recipe.get("model") or {}).get("name"))
     base_id, warning = portable_base(name, recorded if isinstance(recorded, str) else None)
     uploads: list[Upload] = []
 
-    def add_dir(root: Path, prefix: str) -> None:
-        for path in _files(root):
-            rel = prefix + path.relative_to(root).as_posix()
-            if path.name == "README.md":
-                continue
-            if path.name == ADAPTER[0]:
-                uploads.append(Upload(rel, content=_portable_config(path, base_id)))
-            else:
-                uploads.append(Upload(rel, source=path))
-
-    add_dir(run_dir / "adapter", "")
-    subs = sub_adapters(run_dir)
-    for sub in subs:
-        add_dir(run_dir / sub, f"{sub}/")
-    uploads += [Upload(name, source=run_dir / name) for name in RECORDS if (run_dir / name).is_file()]
+    for path in _files(run_dir / "adapter"):
+        rel = path.relative_to(run_dir / "adapter").as_posix()
+        if path.name == ADAPTER_FILES[0]:
+            uploads.append(Upload(rel, content=_portable_config(path, base_id)))
+        elif path.name != "README.md":
+            uploads.append(Upload(rel, source=path))
+    subs = sorted(
+        u.path_in_repo.rpartition("/")[0] for u in uploads if u.path_in_repo.endswith(f"/{ADAPTER_FILES[0]}")
+    )
+    uploads += [Upload(name, source=run_dir / name) for name in RUN_FILES if (run_dir / name).is_file()]
     if (run_dir / "evals").is_dir():
         uploads += [
             Upload(f"evals/{p.relative_to(run_dir / 'evals').as_posix()}", source=p)

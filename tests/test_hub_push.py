@@ -2,8 +2,10 @@
 
 No monkeypatching of huggingface_hub: align and the test talk to the server through its own
 client (`endpoint=` for HfApi and hf_hub_download; HF_ENDPOINT for the process that loads the
-adapter with stock PEFT, as a teammate elsewhere would). One tiny run, trained once for the
-module, is pushed by every test; the run directory is byte-identical after every push.
+adapter with stock PEFT, as a teammate elsewhere would). One tiny PPO run (a policy adapter and,
+in PEFT's layout, a value adapter with its head), trained once for the module, is pushed by most
+tests; a tiny DPO run is trained by `align train ... hub.push=true`. The run directory is
+byte-identical after every push.
 """
 
 from __future__ import annotations
@@ -21,14 +23,14 @@ from pathlib import Path
 import pytest
 import torch
 from hub_helpers import closed_port, hub_server, isolate_hub
-from model_helpers import randomize_lora_b
-from run_helpers import TINY, align_env, run_tiny
+from run_helpers import ROOT, TINY, align_env
 
 import align.hub
 import align.offline as offline
 from align.cli import main
 from align.hub import ATTEMPTS, HubAuthError, PushError, push_run
 
+PPO = ROOT / "tests" / "ppo_tiny.yaml"
 TOKEN = "hf_AlignPlantedToken_7f3a9c1e5b2d"
 BASE_ID = "someorg/tiny-base"  # what the local base directory's config.json names (`_name_or_path`)
 IDS = torch.arange(5, 29)[None]
@@ -58,14 +60,14 @@ class Trained:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Trained:
-    """A finished tiny run whose base model is a local directory naming a hub id, with what other
-    parts of align add to a run directory: checkpoints, a second adapter (a PPO run's value
-    adapter) and eval results (the eval helper writes evals/<name>/)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """A finished tiny PPO run whose base model is a local directory naming a hub id, with
+    checkpoints, and the eval results an evaluation adds (evals/<name>/)."""
+    from transformers import AutoTokenizer
 
     from align.embedded import embedded_model_dir
-    from align.models import add_lora, tiny_model
-    from align.recipe import LoraConfig
+    from align.models import tiny_model
+    from align.recipe import load_recipe
+    from align.train import run as train
 
     root = tmp_path_factory.mktemp("hub")
     base_dir = root / "tiny-base"
@@ -74,10 +76,9 @@ def trained(tmp_path_factory) -> Trained:
     config = json.loads((base_dir / "config.json").read_text())
     (base_dir / "config.json").write_text(json.dumps({**config, "_name_or_path": BASE_ID}))
     run = root / "run"
-    run_tiny(run, f"model.name={base_dir}", "train.max_steps=2", "train.save_every=1")
-    value = add_lora(AutoModelForCausalLM.from_pretrained(base_dir), LoraConfig(r=4, alpha=8, dropout=0.0))
-    randomize_lora_b(value, seed=1, scale=0.05)
-    value.save_pretrained(run / "value")
+    overrides = [f"output_dir={run}", f"model.name={base_dir}", "train.max_steps=2", "train.save_every=1"]
+    train(load_recipe(PPO, overrides))
+    assert (run / "adapter" / "value" / "value_head.safetensors").is_file()  # PPO's layout, as tested
     (run / "evals" / "mt-bench").mkdir(parents=True)
     (run / "evals" / "mt-bench" / "table.md").write_text(
         "# MT-Bench\n\n| model | overall | turn 1 |\n|---|---:|---:|\n| run | 3.25 | 3.5 |\n"
@@ -120,11 +121,11 @@ def local_logits(trained: Trained) -> dict[str, torch.Tensor]:
     from transformers import AutoModelForCausalLM
 
     out = {}
-    for sub in ("adapter", "value", None):
+    for name, sub in (("adapter", "adapter"), ("value", "adapter/value"), ("base", None)):
         base = AutoModelForCausalLM.from_pretrained(trained.base_dir)
         model = PeftModel.from_pretrained(base, trained.run / sub).eval() if sub else base.eval()
         with torch.no_grad():
-            out[sub or "base"] = model(IDS).logits
+            out[name] = model(IDS).logits
     return out
 
 
@@ -133,7 +134,7 @@ def test_cli_push_then_stock_peft_elsewhere_gives_the_same_logits(trained, hub, 
     assert main(["push", str(trained.run), "--repo-id", "alice/tiny-dpo", "--endpoint", hub.endpoint]) == 0
     assert tree(trained.run) == before
     commit = hub.commits("alice/tiny-dpo")[-1]
-    assert f"pushed 11 files to alice/tiny-dpo@main: {hub.endpoint}/alice/tiny-dpo/commit/{commit.oid}" in (
+    assert f"pushed 12 files to alice/tiny-dpo@main: {hub.endpoint}/alice/tiny-dpo/commit/{commit.oid}" in (
         capsys.readouterr().out
     )
     pushed = hub.files("alice/tiny-dpo")  # which files, and why each: test_pushed_files_config_and_card
@@ -152,7 +153,7 @@ def test_cli_push_then_stock_peft_elsewhere_gives_the_same_logits(trained, hub, 
         )
     assert (
         download(hub, "alice/tiny-dpo", "value/adapter_model.safetensors", tmp_path)
-        == (trained.run / "value" / "adapter_model.safetensors").read_bytes()
+        == (trained.run / "adapter" / "value" / "adapter_model.safetensors").read_bytes()
     )
 
     out = tmp_path / "remote.safetensors"
@@ -180,7 +181,7 @@ def test_pushed_files_config_and_card(trained, hub, tmp_path):
     pushed = hub.files("alice/card")
     assert sorted(pushed) == sorted([".gitattributes", *result.files])
     assert sorted(result.files) == [
-        "README.md",  # the model card (PEFT's adapter/README.md and value/README.md give way to it)
+        "README.md",  # the model card (PEFT's adapter/README.md gives way to it)
         "adapter_config.json",  # adapter/ goes to the root: PeftModel.from_pretrained(base, repo_id)
         "adapter_model.safetensors",
         "evals/heldout/results.json",
@@ -189,8 +190,9 @@ def test_pushed_files_config_and_card(trained, hub, tmp_path):
         "metrics.jsonl",
         "recipe.yaml",
         "summary.json",
-        "value/adapter_config.json",  # a second adapter keeps its folder
+        "value/adapter_config.json",  # PEFT's folder for a second adapter: subfolder="value"
         "value/adapter_model.safetensors",
+        "value/value_head.safetensors",  # what the run saved next to it
     ]
     for name in ("adapter_config.json", "value/adapter_config.json"):
         config = json.loads(pushed[name])
@@ -207,22 +209,24 @@ def test_pushed_files_config_and_card(trained, hub, tmp_path):
     meta = ModelCard(card).data.to_dict()
     assert meta["base_model"] == BASE_ID and meta["library_name"] == "peft"
     assert meta["pipeline_tag"] == "text-generation" and meta["license"] == "apache-2.0"
-    assert meta["tags"] == [f"base_model:adapter:{BASE_ID}", "lora", "transformers", "align", "dpo"]
+    assert meta["tags"] == [f"base_model:adapter:{BASE_ID}", "lora", "transformers", "align", "ppo"]
     assert "datasets" not in meta  # the bundled data card's source is a local file, not a hub dataset
     summary = json.loads((trained.run / "summary.json").read_text())
-    after = summary["after"]["eval/loss"]
+    score = (summary["before"]["eval/score"], summary["after"]["eval/score"])
     for text in (
-        "trained with **DPO**",
-        "| method | dpo (Rafailov et al. 2023, Eq. 7",
-        "| β | 0.1 |",
-        "| normalisation | sum over completion tokens |",
-        "| LoRA | r 4, alpha 8, dropout 0.0, target modules all-linear |",
+        "trained with **PPO**",
+        "| method | ppo (Schulman et al. 2017 (clipped surrogate)",
+        "| β | 0.05 |",
+        "| normalisation | token mean over each minibatch's real response tokens, per process |",
+        "| kl_estimator | k1 |",
+        "| LoRA | r 8, alpha 16, dropout 0.0, target modules all-linear |",
         "| steps | 2 (0 skipped) |",
         "**align_prefs_v1** (license: Apache-2.0). Small synthetic English preference dataset",
-        f"| loss | {summary['before']['eval/loss']:.4g} | {after:.4g} |",
+        f"| score | {score[0]:.4g} | {score[1]:.4g} |",
         "## Evaluation: mt-bench\n\n| model | overall | turn 1 |\n|---|---:|---:|\n| run | 3.25 | 3.5 |",
         "## Evaluation: heldout\n\n| metric | value |\n|---|---:|\n| results/accuracy | 0.625 |",
         'PeftModel.from_pretrained(base, "alice/card", subfolder="value")',
+        "- `value/value_head.safetensors`: saved with the adapter by the run",
         "hf download alice/card recipe.yaml --local-dir .\n"
         f"align train recipe.yaml output_dir=runs/card model.name={BASE_ID}\n",
     ):
@@ -260,7 +264,7 @@ def test_dropped_connection_on_the_first_commit_is_retried(trained, hub, caplog)
     assert result.changed and len(hub.seen("commit")) == 2
     assert [c.summary for c in hub.commits("alice/dropped")] == [
         "initial commit",
-        "align: dpo adapter from run (2 steps)",
+        "align: ppo adapter from run (2 steps)",
     ]
     assert (
         "commit: RemoteProtocolError: Server disconnected without sending a response. (attempt 1 of 4)"
@@ -290,7 +294,7 @@ def test_5xx_until_the_retries_run_out_is_a_clear_error_and_the_run_is_intact(tr
     )
     assert "(the hub said: scripted 500)" in msg
     assert (
-        "Not uploaded: the commit of 11 files (README.md, adapter_config.json, adapter_model.safetensors"
+        "Not uploaded: the commit of 12 files (README.md, adapter_config.json, adapter_model.safetensors"
         in msg
     )
     assert f"alice/down@main stays at commit {initial[:12]} as far as the hub answered" in msg
@@ -440,17 +444,9 @@ def test_an_unreachable_endpoint_fails_fast_with_nothing_uploaded(trained, hub):
 def test_include_checkpoints(trained, hub):
     result = push_run(trained.run, "alice/ckpt", endpoint=hub.endpoint, include_checkpoints=True)
     ckpt = sorted(f for f in result.files if f.startswith("checkpoints/"))
-    assert ckpt == [
-        f"checkpoints/step-{s:07d}/{name}"
-        for s in (1, 2)
-        for name in (
-            "adapter_model.safetensors",
-            "optimizer.pt",
-            "rng_rank0.safetensors",
-            "scheduler.pt",
-            "trainer_state.json",
-        )
-    ]
+    files = (trained.run / "checkpoints").rglob("*")
+    assert ckpt == sorted(p.relative_to(trained.run).as_posix() for p in files if p.is_file())
+    assert "checkpoints/step-0000002/optimizer.pt" in ckpt
     pushed = hub.files("alice/ckpt")
     assert (
         pushed["checkpoints/step-0000002/optimizer.pt"]
@@ -472,7 +468,23 @@ def test_train_with_hub_push_pushes_at_the_end(hub, tmp_path, capsys, caplog):
     assert "the base model 'tiny-smollm2' has no hub id" in caplog.text
     assert json.loads(pushed["adapter_config.json"])["base_model_name_or_path"] is None
     card = pushed["README.md"].decode()
-    assert "base_model" not in card.split("\n---\n")[0] and str(tmp_path) not in card
+    from huggingface_hub import ModelCard
+
+    meta = ModelCard(card).data.to_dict()
+    assert "base_model" not in meta and meta["license"] == "apache-2.0"
+    assert meta["tags"] == ["lora", "transformers", "align", "dpo"]
+    summary = json.loads((out / "summary.json").read_text())
+    for text in (
+        "A LoRA adapter (its base model has no hub id: load it onto the base it was trained on), "
+        "trained with **DPO**",
+        "| method | dpo (Rafailov et al. 2023, Eq. 7",
+        "| β | 0.1 |",
+        "| normalisation | sum over completion tokens |",
+        "| LoRA | r 4, alpha 8, dropout 0.0, target modules all-linear |",
+        f"| loss | - | {summary['after']['eval/loss']:.4g} |",  # eval_before=false: no before column
+    ):
+        assert text in card, text
+    assert str(tmp_path) not in card and "/tmp" not in card
     assert "align train recipe.yaml output_dir=runs/from-train hub.push=false" in card
 
 
