@@ -1,4 +1,5 @@
-"""`align train RECIPE [key=value ...] [--resume] [--overwrite]` and `align data inspect CARD_OR_PATH`.
+"""`align train RECIPE [key=value ...] [--resume] [--overwrite]`, `align push RUN_DIR --repo-id NS/NAME`
+and `align data inspect CARD_OR_PATH`.
 
 Works as `align ...`, `python -m align ...` and `accelerate launch -m align ...`. User errors
 (bad recipe, bad record, unreachable model) print one clear line and exit 2, no traceback; Ctrl-C
@@ -59,6 +60,10 @@ def _train(args: argparse.Namespace) -> int:
                 summary["peft_model"], summary["tokenizer"], prompt, recipe.report.max_new_tokens, on
             )
             say(f"  {label}: {text!r}")
+    if recipe.hub.push:  # after the final save, main process only
+        from align.hub import describe, push_from_recipe
+
+        say(describe(push_from_recipe(recipe.output_dir, recipe.hub)))
     return 0
 
 
@@ -78,6 +83,22 @@ def _leave_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def _push(args: argparse.Namespace) -> int:
+    from align.hub import describe, push_run
+
+    result = push_run(
+        args.run_dir,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        include_checkpoints=args.include_checkpoints,
+        endpoint=args.endpoint,
+    )
+    print(redact(describe(result)))
+    return 0
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -107,6 +128,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="start afresh even if output_dir holds an earlier run"
     )
     t.set_defaults(fn=_train)
+    h = sub.add_parser(
+        "push", help="push a finished run's adapter and model card to a Hugging Face-compatible hub"
+    )
+    h.add_argument("run_dir", help="the run directory (output_dir of `align train`)")
+    h.add_argument("--repo-id", required=True, help="namespace/name; created if missing")
+    h.add_argument(
+        "--private", action="store_true", help="create the repo private (an existing repo keeps its own)"
+    )
+    h.add_argument("--revision", default=None, help="branch to commit to (created from main if missing)")
+    h.add_argument("--commit-message", default=None, help="default: align: METHOD adapter from RUN (N steps)")
+    h.add_argument(
+        "--include-checkpoints", action="store_true", help="also push checkpoints/ (optimizer state included)"
+    )
+    h.add_argument(
+        "--endpoint", default=None, help="hub URL (default: HF_ENDPOINT, else https://huggingface.co)"
+    )
+    h.set_defaults(fn=_push)
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True)
     i = dsub.add_parser("inspect", help="counts, token lengths, truncation and rendered examples")

@@ -34,6 +34,11 @@ class ModelError(AlignError):
     """A model or tokenizer could not be resolved or loaded."""
 
 
+class PushError(AlignError):
+    """A push to a model hub did not complete (or could not start); the message says what reached the
+    hub and what did not."""
+
+
 class TrainingError(AlignError):
     """Training cannot go on (e.g. the loss or gradients stayed non-finite)."""
 

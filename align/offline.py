@@ -10,13 +10,14 @@ transformers and datasets read their caches instead of retrying.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
 import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from align.errors import ModelError
 
@@ -38,10 +39,25 @@ def hub_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
 
 
+def is_repo_id(text: str) -> bool:
+    """`namespace/name` as the Hub spells a repo id (so never a local path)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return text.count("/") == 1
+
+
+def _is_on(name: str) -> bool:
+    return os.environ.get(name, "").strip().upper() in _TRUE
+
+
 def _offline_flag() -> str | None:
     """The variable that switches offline mode on, if any (also set programmatically on the constant)."""
     for name in OFFLINE_VARS:
-        if os.environ.get(name, "").strip().upper() in _TRUE:
+        if _is_on(name):
             return name
     constants = sys.modules.get("huggingface_hub.constants")
     return "HF_HUB_OFFLINE" if getattr(constants, "HF_HUB_OFFLINE", False) else None
@@ -92,6 +108,16 @@ def go_offline() -> None:
                 setattr(mod, name, True)
 
 
+def endpoint_unreachable(endpoint: str) -> str | None:
+    """Why `endpoint` gives no HTTP answer (None: it answered); probed at most once per endpoint.
+    No side effects: `unreachable_reason` decides whether to switch offline mode on."""
+    with _lock:
+        if endpoint not in _probed:
+            reason = _probe(endpoint, PROBE_TIMEOUT_S)
+            _probed[endpoint] = None if reason is None else f"the Hugging Face Hub is unreachable: {reason}"
+    return _probed[endpoint]
+
+
 def unreachable_reason() -> str | None:
     """Why the Hub cannot be used now, or None when it answered. Probes at most once per endpoint."""
     endpoint = hub_endpoint()
@@ -100,13 +126,37 @@ def unreachable_reason() -> str | None:
     flag = _offline_flag()
     if flag:
         return f"{flag}=1 is set (offline mode), so the Hugging Face Hub is not contacted"
-    with _lock:
-        if endpoint not in _probed:
-            reason = _probe(endpoint, PROBE_TIMEOUT_S)
-            _probed[endpoint] = None if reason is None else f"the Hugging Face Hub is unreachable: {reason}"
-    if _probed[endpoint] is not None:
+    if endpoint_unreachable(endpoint) is not None:
         go_offline()
     return _probed[endpoint]
+
+
+@contextlib.contextmanager
+def online_for(endpoint: str) -> Iterator[None]:
+    """Let huggingface_hub reach `endpoint` (a push) while it answers, even when this process switched
+    offline mode on because *another* endpoint did not (the default Hub, probed while loading a
+    model); offline mode is back on afterwards. A user's own HF_HUB_OFFLINE=1 is respected."""
+    flag = _offline_flag()
+    ours = any(_probed.values())  # go_offline ran after a failed probe: it set HF_HUB_OFFLINE alone
+    user = next((n for n in OFFLINE_VARS if _is_on(n) and not (ours and n == "HF_HUB_OFFLINE")), None)
+    if flag and (user or not ours):
+        raise HubUnreachable(f"{user or flag}=1 is set (offline mode): unset it to reach {endpoint}")
+    reason = endpoint_unreachable(endpoint)
+    if reason is not None:
+        raise HubUnreachable(reason)
+    if flag is None:
+        yield
+        return
+    constants = sys.modules.get("huggingface_hub.constants")
+    saved = {name: os.environ.pop(name, None) for name in OFFLINE_VARS}
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = False
+    try:
+        yield
+    finally:
+        os.environ.update({name: value for name, value in saved.items() if value is not None})
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = True
 
 
 def hub_reachable() -> bool:

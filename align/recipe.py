@@ -196,6 +196,17 @@ class ReportConfig:
 
 
 @dataclass
+class HubConfig:
+    """Push the run to a Hugging Face-compatible hub when `align train` finishes (align/hub.py)."""
+
+    push: bool = False
+    repo_id: str | None = None  # namespace/name; needed when push is true
+    private: bool = False  # for a repo this push creates (an existing repo keeps its visibility)
+    revision: str | None = None  # branch to commit to (created from main if missing); None: main
+    endpoint: str | None = None  # None: HF_ENDPOINT, else https://huggingface.co
+
+
+@dataclass
 class Recipe:
     method: str = "dpo"
     beta: float = ranged(0.1, "(0, 1000]")
@@ -218,6 +229,7 @@ class Recipe:
     report: ReportConfig = field(default_factory=ReportConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -417,11 +429,23 @@ def validate(r: Recipe, where: str) -> None:
     METHODS[r.method].check_recipe(r, where)
     if (r.data.card is None) == (r.data.path is None):
         raise RecipeError(f"{where}: data: set exactly one of data.card or data.path")
+    _validate_hub(r.hub, where)
     if r.data.max_prompt_length >= r.data.max_length:
         raise RecipeError(
             f"{where}: data.max_prompt_length: {r.data.max_prompt_length} must be < "
             f"data.max_length ({r.data.max_length})"
         )
+
+
+def _validate_hub(hub: HubConfig, where: str) -> None:
+    from align.offline import is_repo_id
+
+    if hub.push and hub.repo_id is None:
+        raise RecipeError(f"{where}: hub.repo_id: hub.push is true but no repo id is given (namespace/name)")
+    if hub.repo_id is not None and not is_repo_id(hub.repo_id):
+        raise RecipeError(f"{where}: hub.repo_id: {_show(hub.repo_id)} is not a repo id like namespace/name")
+    if hub.endpoint is not None and not hub.endpoint.startswith(("http://", "https://")):
+        raise RecipeError(f"{where}: hub.endpoint: {_show(hub.endpoint)} is not an http(s) URL")
 
 
 def dump_recipe(r: Recipe) -> str:

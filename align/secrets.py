@@ -1,7 +1,8 @@
 """Keep credentials out of everything we write or print.
 
 A secret is the value of `HF_TOKEN` or of any environment variable whose name ends in `_TOKEN`
-or `_KEY` (8 characters or more, so `X_KEY=1` does not redact every "1"). `redact` replaces each
+or `_KEY` (8 characters or more, so `X_KEY=1` does not redact every "1"), or one registered by
+`register_secret` (a token read from a file). `redact` replaces each
 with `***`; the log filter, the JSON/YAML writers of the run directory, the tracker config and
 the CLI's error and traceback printing all pass their text through it.
 """
@@ -16,10 +17,22 @@ MASK = "***"
 MIN_LEN = 8
 
 
+_registered: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Mask `value` too from now on: a secret that is not in the environment (the Hub token of a
+    stored login, read from a file by huggingface_hub)."""
+    if value and len(value) >= MIN_LEN:
+        _registered.add(value)
+
+
 def secret_values(environ: dict[str, str] | None = None) -> list[str]:
     env = os.environ if environ is None else environ
     names = [n for n in env if n == "HF_TOKEN" or n.endswith(("_TOKEN", "_KEY"))]
     values = {env[n] for n in names if len(env[n]) >= MIN_LEN}
+    if environ is None:
+        values |= _registered
     return sorted(values, key=len, reverse=True)  # longest first: a secret may contain another
 
 

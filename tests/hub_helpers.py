@@ -75,3 +75,17 @@ def answering_server(status: int = 404) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def hub_server(token: str | None, echo_auth: bool = False) -> Iterator:
+    """A running hub stand-in (tests/hub_server.py) on loopback; yields its HubServer."""
+    from hub_server import HubServer, serve
+
+    hub = HubServer(token, echo_auth=echo_auth)
+    server, _ = serve(hub)
+    try:
+        yield hub
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -230,11 +230,30 @@ def test_data_card_and_path_both_or_neither_rejected():
         (["data.max_prompt_length=128"], r"data.max_prompt_length: 128 must be < data.max_length \(128\)"),
         (["train.gradient_accumulation_steps=0"], r"train.gradient_accumulation_steps: 0 is out of range"),
         (["log.trackers=[mlflow]"], r"log.trackers\[0\]: 'mlflow' is not one of \['tensorboard', 'wandb'\]"),
+        (["hub.push=true"], r"hub.repo_id: hub.push is true but no repo id is given"),
+        (["hub.repo_id=just-a-name"], r"hub.repo_id: 'just-a-name' is not a repo id like namespace/name"),
+        (["hub.repo_id=/tmp/x/y"], r"hub.repo_id: '/tmp/x/y' is not a repo id"),
+        (
+            ["hub.repo_id=a/b", "hub.endpoint=localhost:8080"],
+            r"hub.endpoint: 'localhost:8080' is not an http",
+        ),
     ],
 )
 def test_cross_field_checks(overrides, match):
     with pytest.raises(RecipeError, match=match):
         load_recipe(TINY, overrides)
+
+
+def test_hub_section_loads():
+    r = load_recipe(TINY, ["hub.push=true", "hub.repo_id=alice/tiny", "hub.private=true", "hub.revision=dev"])
+    assert (r.hub.push, r.hub.repo_id, r.hub.private, r.hub.revision, r.hub.endpoint) == (
+        True,
+        "alice/tiny",
+        True,
+        "dev",
+        None,
+    )
+    assert load_recipe(TINY).hub.push is False
 
 
 def test_defaults_alone_need_a_data_source():
