@@ -91,16 +91,9 @@ def add_adapter(peft_model: nn.Module, name: str, source: Path | None, lora) -> 
     if source is not None:
         peft_model.load_adapter(str(source), adapter_name=name, is_trainable=True)
         return
-    from peft import LoraConfig as PeftLoraConfig
+    from align.models import peft_lora_config
 
-    config = PeftLoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
-    peft_model.add_adapter(name, config)
+    peft_model.add_adapter(name, peft_lora_config(lora))
 
 
 def adapter_state_of(peft_model: nn.Module, name: str, state: dict[str, torch.Tensor] | None = None):

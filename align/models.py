@@ -161,20 +161,26 @@ def load_config(spec: ModelConfig):
         raise ModelError(f"could not read the config of model {spec.name!r}: {first_line(e)}") from None
 
 
-def add_lora(model, spec: LoraConfig):
-    """Wrap the base model with a fresh trainable LoRA adapter; the base stays frozen."""
+def peft_lora_config(spec: LoraConfig):
+    """PEFT's LoraConfig for the recipe's `lora:` section."""
     from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model
 
-    from align.lora_fused import fuse_lora
-
-    config = PeftLoraConfig(
+    return PeftLoraConfig(
         r=spec.r,
         lora_alpha=spec.alpha,
         lora_dropout=spec.dropout,
         target_modules=spec.target_modules,
         task_type="CAUSAL_LM",
     )
+
+
+def add_lora(model, spec: LoraConfig):
+    """Wrap the base model with a fresh trainable LoRA adapter; the base stays frozen."""
+    from peft import get_peft_model
+
+    from align.lora_fused import fuse_lora
+
+    config = peft_lora_config(spec)
     with warnings.catch_warnings():  # peft probes a deprecated transformers property
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
         peft_model = get_peft_model(model, config)
