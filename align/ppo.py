@@ -79,9 +79,7 @@ def check_recipe(r, where: str) -> None:
     if r.lora.dropout:
         raise RecipeError(
             f"{where}: lora.dropout: PPO needs 0 (the ratio of new to old log-probs must compare the same "
-            "forward pass; dropout makes it noisy), got {r.lora.dropout}".replace(
-                "{r.lora.dropout}", str(r.lora.dropout)
-            )
+            f"forward pass; dropout makes it noisy), got {r.lora.dropout}"
         )
     if r.label_smoothing or r.reference != "adapter_off":
         raise RecipeError(f"{where}: label_smoothing / reference: not used by method 'ppo'; remove them")
