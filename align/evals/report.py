@@ -1,0 +1,125 @@
+"""Tables of eval and sweep results, each written three ways: jsonl (every number), csv (flat
+columns for spreadsheets) and markdown (what is printed and embedded in reports). Written
+atomically, like every file of a run directory."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from align.checkpoint import dumps_json, write_text_atomic
+
+GROUP_TITLES = {"overall": "overall", "turn1": "turn 1", "turn2": "turn 2"}
+NOISE_NOTE = (
+    "≈: the paired bootstrap 95% interval of the difference to the best row contains 0 "
+    "(inside the noise); every mean excludes unparsable judgments, counted in their own column."
+)
+
+
+def num(x: Any, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.{digits}f}"
+
+
+def interval(ci: dict[str, Any] | None, digits: int = 2) -> str:
+    if not ci or ci.get("n", 0) == 0:
+        return "-"
+    return f"[{num(ci['low'], digits)}, {num(ci['high'], digits)}]"
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    escape = lambda cell: str(cell).replace("|", "\\|")
+    lines = ["| " + " | ".join(map(escape, headers)) + " |"]
+    lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|")
+    lines += ["| " + " | ".join(map(escape, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    columns: list[str] = []
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(
+            {k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in r.items()}
+        )
+    return buf.getvalue()
+
+
+def write_tables(
+    out: Path, stem: str, rows: list[dict[str, Any]], flat: list[dict[str, Any]], markdown: str
+) -> list[Path]:
+    """out/stem.jsonl (rows, nested), out/stem.csv (flat), out/stem.md (markdown)."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.jsonl", out / f"{stem}.csv", out / f"{stem}.md"]
+    write_text_atomic(paths[0], "".join(dumps_json(r) + "\n" for r in rows))
+    write_text_atomic(paths[1], csv_text(flat))
+    write_text_atomic(paths[2], markdown + "\n")
+    return paths
+
+
+def flat_ci(prefix: str, ci: dict[str, Any] | None) -> dict[str, Any]:
+    ci = ci or {}
+    return {
+        prefix: ci.get("mean"),
+        f"{prefix}_low": ci.get("low"),
+        f"{prefix}_high": ci.get("high"),
+        f"{prefix}_n": ci.get("n"),
+    }
+
+
+def noise_mark(row: dict[str, Any]) -> str:
+    vs = row.get("vs_best")
+    if row.get("best") == row["model"]:
+        return "best"
+    return "≈" if vs and vs.get("inside_noise") else ""
+
+
+def score_flat(row: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One csv row of an eval score row (every group's mean, interval and count)."""
+    out: dict[str, Any] = {"model": row["model"]}
+    for name, ci in row["scores"].items():
+        out.update(flat_ci(name, ci))
+    vs = row.get("vs_best") or {}
+    out.update(
+        unparsable=row["unparsable"],
+        vs_best=vs.get("mean_diff"),
+        vs_best_low=vs.get("low"),
+        vs_best_high=vs.get("high"),
+        inside_noise=vs.get("inside_noise"),
+    )
+    return {**out, **(extra or {})}
+
+
+def scores_markdown(
+    rows: list[dict[str, Any]], judge: str, extra: dict[str, Callable[[dict], str]] | None = None
+) -> str:
+    """model | overall | 95% CI | turn 1 | turn 2 | categories... | rated | unparsable | vs best."""
+    groups = list(rows[0]["scores"]) if rows else ["overall"]
+    extra = extra or {}
+    headers = ["model", *extra, "overall", "95% CI", *(GROUP_TITLES.get(g, g) for g in groups[1:])]
+    headers += ["rated", "unparsable", "vs best"]
+    body = []
+    for r in rows:
+        s = r["scores"]
+        body.append(
+            [
+                r["model"],
+                *(fn(r) for fn in extra.values()),
+                num(s["overall"]["mean"]),
+                interval(s["overall"]),
+                *(num(s[g]["mean"]) for g in groups[1:]),
+                str(s["overall"]["n"]),
+                str(r["unparsable"]),
+                noise_mark(r),
+            ]
+        )
+    return f"MT-Bench-style scores (1-10), judge {judge}\n\n{md_table(headers, body)}\n\n{NOISE_NOTE}"
