@@ -234,6 +234,8 @@ def evaluate_runs(
             kl_store, questions, reward_fn, reward_name, cfg.batch_size
         )
     front = frontier.frontier_rows(kl_store, labels, questions) if cfg.kl else {}
+    for r in rows:
+        r["frontier"] = front.get(r["model"])
     markdown = report.scores_markdown(rows, judge.name)
     flat = [
         report.score_flat(
@@ -245,8 +247,6 @@ def evaluate_runs(
         )
         for r in rows
     ]
-    for r in rows:
-        r["frontier"] = front.get(r["model"])
     report.write_tables(out, "scores", rows, flat, markdown)
     result = EvalResult(out, judge.name, rows, markdown, front, models, counts)
     if cfg.pairwise:

@@ -15,6 +15,10 @@ from typing import Any
 Row = dict[str, Any]
 
 
+def axis_name(key: str) -> str:
+    return "β" if key == "beta" else key
+
+
 def _figure(width: float = 7.0, height: float = 4.5):
     from matplotlib.figure import Figure
 
@@ -90,9 +94,9 @@ def score_vs_x(
     ax = fig.add_subplot()
     if not metric_vs_x(ax, rows, x, series, "score", base, base.get("name", "base") if base else "base"):
         return None
-    ax.set_xlabel(x)
+    ax.set_xlabel(axis_name(x))
     ax.set_ylabel("MT-Bench score (1-10, 95% CI)")
-    ax.set_title(f"score vs {x} (judge {judge})")
+    ax.set_title(f"score vs {axis_name(x)} (judge {judge})")
     ax.legend(title=series)
     ax.grid(alpha=0.3)
     return save_png(fig, path)
@@ -129,12 +133,12 @@ def margin_and_kl(path: Path, rows: list[Row], x: str, series: str | None, base:
     drew_kl = metric_vs_x(right, rows, x, series, "kl", base, base.get("name", "base") if base else "base")
     if not (drew_margin or drew_kl):
         return None
-    left.set_xlabel(x)
+    left.set_xlabel(axis_name(x))
     left.set_ylabel("held-out reward margin (after training)")
-    left.set_title(f"reward margin vs {x}")
-    right.set_xlabel(x)
+    left.set_title(f"reward margin vs {axis_name(x)}")
+    right.set_xlabel(axis_name(x))
     right.set_ylabel("KL(policy || reference), nats per answer")
-    right.set_title(f"KL to the reference vs {x}")
+    right.set_title(f"KL to the reference vs {axis_name(x)}")
     for ax in (left, right):
         ax.grid(alpha=0.3)
     handles, labels = (left if drew_margin else right).get_legend_handles_labels()
@@ -156,7 +160,7 @@ def frontier(path: Path, rows: list[Row], series: str | None, x: str, base: Row 
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=name)
         for px, py, xv in pts:
             ax.annotate(
-                f"{x}={xv:g}" if _finite(xv) else "",
+                f"{axis_name(x)}={xv:g}" if _finite(xv) else "",
                 (px, py),
                 fontsize="x-small",
                 xytext=(3, 3),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,27 @@ def interval(ci: dict[str, Any] | None, digits: int = 2) -> str:
     return f"[{num(ci['low'], digits)}, {num(ci['high'], digits)}]"
 
 
+def sig(x: Any, digits: int = 3) -> str:
+    """Significant digits, for quantities whose scale varies (KL of a tiny run is ~1e-4)."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.{digits}g}"
+
+
+def _numeric(cell: str) -> bool:
+    try:
+        float(cell.strip("[]").split(",")[0])
+        return True
+    except ValueError:
+        return cell in ("-", "")
+
+
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Numeric columns (numbers, intervals, '-') right-aligned, the others left-aligned."""
     escape = lambda cell: str(cell).replace("|", "\\|")
+    right = [i > 0 and all(_numeric(str(r[i])) for r in rows) for i in range(len(headers))]
     lines = ["| " + " | ".join(map(escape, headers)) + " |"]
-    lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|")
+    lines.append("|" + "|".join("---:" if r else "---" for r in right) + "|")
     lines += ["| " + " | ".join(map(escape, r)) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -99,27 +116,28 @@ def score_flat(row: dict[str, Any], extra: dict[str, Any] | None = None) -> dict
     return {**out, **(extra or {})}
 
 
-def scores_markdown(
-    rows: list[dict[str, Any]], judge: str, extra: dict[str, Callable[[dict], str]] | None = None
-) -> str:
-    """model | overall | 95% CI | turn 1 | turn 2 | categories... | rated | unparsable | vs best."""
+def scores_markdown(rows: list[dict[str, Any]], judge: str) -> str:
+    """model | overall | 95% CI | turn 1 | turn 2 | categories... | rated | unparsable | vs best
+    (| KL | reward, when the rows have frontier numbers)."""
     groups = list(rows[0]["scores"]) if rows else ["overall"]
-    extra = extra or {}
-    headers = ["model", *extra, "overall", "95% CI", *(GROUP_TITLES.get(g, g) for g in groups[1:])]
-    headers += ["rated", "unparsable", "vs best"]
+    front = lambda r, key: ((r.get("frontier") or {}).get(key) or {}).get("mean")
+    extra = [k for k in ("kl", "reward") if any(front(r, k) is not None for r in rows)]
+    headers = ["model", "overall", "95% CI", *(GROUP_TITLES.get(g, g) for g in groups[1:])]
+    headers += ["rated", "unparsable", "vs best", *(k.upper() if k == "kl" else k for k in extra)]
     body = []
     for r in rows:
         s = r["scores"]
         body.append(
             [
                 r["model"],
-                *(fn(r) for fn in extra.values()),
                 num(s["overall"]["mean"]),
                 interval(s["overall"]),
                 *(num(s[g]["mean"]) for g in groups[1:]),
                 str(s["overall"]["n"]),
                 str(r["unparsable"]),
                 noise_mark(r),
+                *(sig(front(r, k)) for k in extra),
             ]
         )
-    return f"MT-Bench-style scores (1-10), judge {judge}\n\n{md_table(headers, body)}\n\n{NOISE_NOTE}"
+    notes = NOISE_NOTE + (" KL: KL(policy || reference) per answer on the eval prompts." if extra else "")
+    return f"MT-Bench-style scores (1-10), judge {judge}\n\n{md_table(headers, body)}\n\n{notes}"

@@ -26,13 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from align.checkpoint import dumps_json, write_text_atomic
 from align.errors import Interrupted, RecipeError
 from align.evals import plots, report
 from align.evals.frontier import RewardFn
 from align.evals.mt_bench import EvalConfig, EvalResult, evaluate_runs
 from align.evals.policies import read_json
-from align.recipe import Recipe, load_recipe
+from align.recipe import Recipe, dump_recipe, load_recipe
 
 log = logging.getLogger("align.evals")
 
@@ -113,15 +115,18 @@ def plan(
     return runs
 
 
-def finished(run_dir: Path) -> bool:
-    """summary.json with every step the run planned (manifest.json total_steps) and an adapter."""
+def finished(run_dir: Path, recipe: Recipe) -> bool:
+    """The run holds this recipe's finished result: summary.json with every step the run planned
+    (manifest.json total_steps), an adapter, and a recipe.yaml equal to `recipe` (so a sweep re-run
+    with, say, more steps continues the run instead of skipping it)."""
     summary, manifest = read_json(run_dir / "summary.json"), read_json(run_dir / "manifest.json")
     total = manifest.get("total_steps")
-    return (
-        bool(summary)
-        and total is not None
-        and summary.get("steps", -1) >= total
-        and (run_dir / "adapter").is_dir()
+    if not summary or total is None or summary.get("steps", -1) < total or not (run_dir / "adapter").is_dir():
+        return False
+    saved = run_dir / "recipe.yaml"
+    plain = lambda d: {k: v for k, v in (d or {}).items() if k != "resume"}
+    return saved.is_file() and plain(yaml.safe_load(saved.read_text())) == plain(
+        yaml.safe_load(dump_recipe(recipe))
     )
 
 
@@ -130,7 +135,7 @@ def train_all(runs: list[SweepRun]) -> None:
     from align.train import run
 
     for i, r in enumerate(runs, start=1):
-        if finished(r.run_dir):
+        if finished(r.run_dir, r.recipe):
             r.status = "skipped (finished)"
             log.info("sweep %d/%d %s: finished earlier, skipped", i, len(runs), r.name)
             continue
@@ -144,6 +149,12 @@ def train_all(runs: list[SweepRun]) -> None:
                 "again to resume: finished runs are skipped, this one continues"
             ) from None
         r.status = "resumed" if resume else "trained"
+
+
+def _normalisation(objective: dict[str, Any]) -> str | None:
+    """The log-prob normalisation this run used (IPO's is a choice: `normalize` says which)."""
+    chosen = {"mean": "per-token mean", "sum": "sum over completion tokens"}.get(objective.get("normalize"))
+    return chosen or objective.get("normalisation")
 
 
 def _margin(summary: dict[str, Any]) -> float | None:
@@ -164,7 +175,7 @@ def sweep_rows(runs: list[SweepRun], ev: EvalResult | None) -> list[dict[str, An
                 **r.values,
                 "method": r.recipe.method,
                 "beta": r.recipe.beta,
-                "normalisation": objective.get("normalisation"),
+                "normalisation": _normalisation(objective),
                 "steps": summary.get("steps"),
                 "status": r.status,
                 "reward_margin": _margin(summary),
@@ -219,9 +230,9 @@ def sweep_markdown(rows: list[dict[str, Any]], keys: list[str], judge: str | Non
                 report.num((r.get("turn1") or {}).get("mean")),
                 report.num((r.get("turn2") or {}).get("mean")),
             ]
-            cells += [mark, str(r.get("unparsable", "")), report.num((r.get("kl") or {}).get("mean"), 3)]
+            cells += [mark, str(r.get("unparsable", "")), report.sig((r.get("kl") or {}).get("mean"))]
         if has_reward:
-            cells.append(report.num((r.get("reward") or {}).get("mean"), 3))
+            cells.append(report.sig((r.get("reward") or {}).get("mean")))
         body.append(cells)
     head = (
         f"Sweep: MT-Bench-style scores, judge {judge}"

@@ -253,3 +253,29 @@ def test_local_judge_and_left_padding(tiny_runs, tmp_path):
     alone = [generate(model, tok, [p], 0.0, 10, 0)[0] for p in prompts]
     assert [g.ids for g in batch] == [g.ids for g in alone]  # left padding changes nothing
     assert len({tuple(g.ids) for g in batch}) == 3
+
+
+def test_reward_column_from_a_reward_callable(tiny_runs, judge_server, tmp_path):
+    """The frontier's reward model is any `score(prompts, responses) -> list[float]`."""
+    questions = write_questions(tmp_path / "q.jsonl", categories=("writing", "stem"))
+    calls = []
+
+    def reward(prompts: list[str], responses: list[str]) -> list[float]:
+        calls.append(len(prompts))
+        return [len(p) / 100 + len(r) for p, r in zip(prompts, responses)]
+
+    out = tmp_path / "eval"
+    cfg = eval_config(judge_server, questions)
+    result = evaluate_runs([tiny_runs["dpo"]], out, cfg, reward_fn=reward, reward_name="length")
+    samples = rows_of(out / "kl.jsonl")
+    latest = {(s["model"], s["question_id"]): s for s in samples}  # a later line replaces an earlier one
+    assert len(latest) == 4 and all(s["reward_model"] == "length" for s in latest.values())
+    texts = {q.question_id: q.turns[0] for q in load_questions(questions)}
+    for row in result.rows:  # the base is sampled too (its KL stays 0)
+        mine = [s for (m, _), s in latest.items() if m == row["model"]]
+        want = mean([len(texts[s["question_id"]]) / 100 + len(s["text"]) for s in mine])
+        assert row["frontier"]["reward"]["mean"] == pytest.approx(want)
+    assert result.rows[1]["frontier"]["kl"]["mean"] == 0.0
+    assert "| KL | reward |" in result.markdown and sum(calls) == 4
+    again = evaluate_runs([tiny_runs["dpo"]], out, cfg, reward_fn=reward, reward_name="length")
+    assert again.counts["rewards_scored"] == 0 and sum(calls) == 4  # cached
