@@ -78,12 +78,19 @@ def generate(
         ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
         mask[i, width - len(p) :] = 1
     stops = stop_ids(model, tokenizer)
+    sampling = temperature > 0
+    # Everything that shapes the distribution is set here: transformers fills unset (None) fields
+    # from the checkpoint's generation_config.json (a top_p or repetition_penalty there would bias
+    # MT-Bench answers and make the KL samples not come from the policy).
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
-        do_sample=temperature > 0,
-        temperature=temperature if temperature > 0 else None,
-        top_k=0 if temperature > 0 else None,
-        top_p=1.0 if temperature > 0 else None,
+        do_sample=sampling,
+        temperature=temperature if sampling else None,
+        top_k=0 if sampling else None,
+        top_p=1.0 if sampling else None,
+        typical_p=1.0 if sampling else None,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
         pad_token_id=pad,
         eos_token_id=sorted(stops),
     )

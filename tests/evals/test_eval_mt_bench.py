@@ -253,6 +253,12 @@ def test_local_judge_and_left_padding(tiny_runs, tmp_path):
     alone = [generate(model, tok, [p], 0.0, 10, 0)[0] for p in prompts]
     assert [g.ids for g in batch] == [g.ids for g in alone]  # left padding changes nothing
     assert len({tuple(g.ids) for g in batch}) == 3
+    sampled = generate(model, tok, prompts, 0.7, 10, 3)
+    assert sampled == generate(model, tok, prompts, 0.7, 10, 3) and sampled != batch  # seeded
+    # a checkpoint's generation_config.json cannot bend the distribution we sample from
+    model.generation_config.update(repetition_penalty=5.0, top_p=0.05, top_k=2, temperature=0.1)
+    assert generate(model, tok, prompts, 0.0, 10, 0) == batch
+    assert generate(model, tok, prompts, 0.7, 10, 3) == sampled
 
 
 def test_reward_column_from_a_reward_callable(tiny_runs, judge_server, tmp_path):
