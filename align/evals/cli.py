@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -70,6 +71,16 @@ def eval_config(args: argparse.Namespace):
     )
 
 
+def _one_process(command: str) -> None:
+    """Evals and sweeps run as one process (a sweep's runs train one after the other in it)."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world.isdigit() and int(world) > 1:
+        raise AlignError(
+            f"align {command} runs as one process, not under a {world}-process launch; run it as "
+            "`align ...` (multi-GPU training of single runs: accelerate launch -m align train ...)"
+        )
+
+
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
 
@@ -77,6 +88,7 @@ def _counts(counts: dict[str, int]) -> str:
 def _eval_mt_bench(args: argparse.Namespace) -> int:
     from align.evals.mt_bench import evaluate_runs
 
+    _one_process("eval")
     t0 = time.perf_counter()
     result = evaluate_runs(args.run_dirs, args.out, eval_config(args))
     print(redact(result.markdown))
@@ -90,6 +102,7 @@ def _eval_mt_bench(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from align.evals.sweep import run_sweep
 
+    _one_process("sweep")
     if args.eval is None and args.judge is not None:
         raise AlignError("--judge applies with --eval mt-bench")
     if args.eval is not None and args.judge is None:

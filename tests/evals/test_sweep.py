@@ -136,3 +136,12 @@ def test_every_recipe_is_checked_before_training(tmp_path, capsys):
         ["sweep", str(TINY), "--grid", "method=dpo,kto", "--eval", "mt-bench", "--out", str(tmp_path / "s")]
     )
     assert code == 2 and "--eval mt-bench needs --judge" in capsys.readouterr().err
+
+
+def test_refused_under_a_multi_process_launch(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["sweep", str(TINY), "--grid", "beta=0.1,0.2", "--out", str(tmp_path / "s")]) == 2
+    assert main(["eval", "mt-bench", str(tmp_path), "--judge", "hf:tiny-smollm2"]) == 2
+    err = capsys.readouterr().err
+    assert "align sweep runs as one process" in err and "align eval runs as one process" in err
+    assert not (tmp_path / "s").exists()
