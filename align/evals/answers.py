@@ -4,7 +4,7 @@ Turn 2 sees the model's own turn-1 answer through the chat template. Sampling fo
 (per-category temperatures, see questions.TEMPERATURES) or is greedy everywhere. Every batch is
 appended to answers.jsonl as soon as it is generated, so an interrupted eval redoes at most one
 batch. `generate` is the one place evals sample from a model (answers, KL samples, the local
-judge); switching evals to `align.rollout.sample` means changing that function only.
+judge), through `align.rollout.sample`, the sampler PPO uses.
 """
 
 from __future__ import annotations
@@ -61,48 +61,29 @@ def stop_ids(model, tokenizer) -> set[int]:
     return {i for i in ids if i is not None}
 
 
-@torch.no_grad()
 def generate(
     model, tokenizer, prompts: Sequence[list[int]], temperature: float, max_new_tokens: int, seed: int
 ) -> list[Generation]:
-    """Complete a batch of prompt ids: left-padded, mask from lengths (SmolLM2's pad is its EOS),
-    greedy when `temperature` is 0, else plain sampling (no top-k/top-p) seeded by `seed`."""
-    from transformers import GenerationConfig
+    """Complete a batch of prompt ids with `align.rollout.sample` (left-padded, KV cache, masks
+    from lengths): greedy when `temperature` is 0, else plain sampling (no top-k/top-p, and no
+    checkpoint generation_config in the way) from a generator seeded by `seed`."""
+    from align.rollout import Sampling, sample
 
     dev = next(model.parameters()).device
-    pad = tokenizer.pad_token_id
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-        mask[i, width - len(p) :] = 1
-    stops = stop_ids(model, tokenizer)
-    sampling = temperature > 0
-    # Everything that shapes the distribution is set here: transformers fills unset (None) fields
-    # from the checkpoint's generation_config.json (a top_p or repetition_penalty there would bias
-    # MT-Bench answers and make the KL samples not come from the policy).
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=sampling,
-        temperature=temperature if sampling else None,
-        top_k=0 if sampling else None,
-        top_p=1.0 if sampling else None,
-        typical_p=1.0 if sampling else None,
-        repetition_penalty=1.0,
-        no_repeat_ngram_size=0,
-        pad_token_id=pad,
-        eos_token_id=sorted(stops),
+    generator = torch.Generator(device=dev).manual_seed(seed) if temperature > 0 else None
+    r = sample(
+        model,
+        prompts,
+        Sampling(max_new_tokens=max_new_tokens, temperature=temperature),
+        sorted(stop_ids(model, tokenizer)),
+        tokenizer.pad_token_id,
+        generator=generator,
     )
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        torch.manual_seed(seed)
-        out = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), generation_config=config)
     results = []
-    for row in out[:, width:].tolist():
-        end = next((j for j, t in enumerate(row) if t in stops), None)
-        kept = row if end is None else row[: end + 1]
-        text = tokenizer.decode(kept, skip_special_tokens=True).strip()
-        results.append(Generation(text=text, ids=kept, finished=end is not None))
+    for row, n, ended in zip(r.response_ids.tolist(), r.response_len.tolist(), r.ended.tolist()):
+        ids = row[:n]
+        text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+        results.append(Generation(text=text, ids=ids, finished=bool(ended)))
     return results
 
 

@@ -90,7 +90,14 @@ def _eval_mt_bench(args: argparse.Namespace) -> int:
 
     _one_process("eval")
     t0 = time.perf_counter()
-    result = evaluate_runs(args.run_dirs, args.out, eval_config(args))
+    out = args.out
+    if out is None:  # one run: beside it, where `align push` finds its evals; several: a shared dir
+        out = (
+            Path(args.run_dirs[0]) / "evals" / "mt_bench"
+            if len(args.run_dirs) == 1
+            else Path("evals/mt_bench")
+        )
+    result = evaluate_runs(args.run_dirs, out, eval_config(args))
     print(redact(result.markdown))
     if result.pairwise:
         print("\n" + redact(result.pairwise["markdown"]))
@@ -125,7 +132,12 @@ def register(sub) -> None:
     esub = e.add_subparsers(dest="eval_command", required=True)
     m = esub.add_parser("mt-bench", help="MT-Bench-style answers, LLM-judge ratings, score table")
     m.add_argument("run_dirs", nargs="+", help="run directories (the base model is added as a baseline)")
-    m.add_argument("--out", default="evals/mt_bench", help="eval directory (resumes what it holds)")
+    m.add_argument(
+        "--out",
+        default=None,
+        help="eval directory, resumed if it holds one (default: RUN_DIR/evals/mt_bench for one run, "
+        "where align push finds it; evals/mt_bench for several)",
+    )
     m.add_argument("--pairwise", action="store_true", help="also judge two runs against each other")
     add_eval_options(m, judge_required=True)
     m.set_defaults(fn=_eval_mt_bench)

@@ -285,3 +285,18 @@ def test_reward_column_from_a_reward_callable(tiny_runs, judge_server, tmp_path)
     assert "| KL | reward |" in result.markdown and sum(calls) == 4
     again = evaluate_runs([tiny_runs["dpo"]], out, cfg, reward_fn=reward, reward_name="length")
     assert again.counts["rewards_scored"] == 0 and sum(calls) == 4  # cached
+
+
+def test_one_run_is_evaluated_beside_it_where_push_finds_it(tiny_runs, judge_server, tmp_path, capsys):
+    from align.hub_card import eval_tables
+
+    run = tmp_path / "dpo"
+    shutil.copytree(tiny_runs["dpo"], run)
+    questions = write_questions(tmp_path / "q.jsonl", categories=("stem",))
+    argv = ["eval", "mt-bench", str(run), "--questions", str(questions), "--judge", "openai:judge-test"]
+    argv += ["--judge-base-url", judge_server.url, "--max-new-tokens", "4", "--no-baseline", "--no-kl"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    md = (run / "evals" / "mt_bench" / "scores.md").read_text()
+    ((name, table),) = eval_tables(run)
+    assert name == "mt_bench" and table in md and "| dpo |" in table
