@@ -1,5 +1,6 @@
-"""`align train RECIPE [key=value ...] [--resume] [--overwrite]`, `align push RUN_DIR --repo-id NS/NAME`
-and `align data inspect CARD_OR_PATH`.
+"""`align train RECIPE [key=value ...] [--resume] [--overwrite]`, `align push RUN_DIR --repo-id NS/NAME`,
+`align data inspect CARD_OR_PATH`, `align eval mt-bench RUN_DIR ...` and `align sweep RECIPE --grid
+key=v1,v2 ...` (the last two in align/evals/cli.py).
 
 Works as `align ...`, `python -m align ...` and `accelerate launch -m align ...`. User errors
 (bad recipe, bad record, unreachable model) print one clear line and exit 2, no traceback; Ctrl-C
@@ -152,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--recipe", default=None, help="recipe whose model and data settings to use")
     i.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.max_length=256")
     i.set_defaults(fn=_inspect)
+    from align.evals.cli import register
+
+    register(sub)
     return p
 
 

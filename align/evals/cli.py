@@ -1,0 +1,153 @@
+"""The `align eval mt-bench` and `align sweep` subcommands (registered by align/cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from align.errors import AlignError
+from align.secrets import redact
+
+
+def add_eval_options(p: argparse.ArgumentParser, judge_required: bool) -> None:
+    g = p.add_argument_group("evaluation (MT-Bench style)")
+    g.add_argument(
+        "--judge",
+        required=judge_required,
+        help="openai:MODEL (an OpenAI-compatible endpoint) or hf:NAME_OR_PATH (a local model, e.g. "
+        "hf:smollm2-135m-instruct)",
+    )
+    g.add_argument(
+        "--questions", default=None, help="MT-Bench question jsonl (default: the shipped set of 24)"
+    )
+    g.add_argument("--references", default=None, help="reference answers (FastChat answer jsonl)")
+    g.add_argument("--judge-base-url", default=None, help="chat-completions base URL (default OpenAI's)")
+    g.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
+    g.add_argument("--judge-workers", type=int, default=4, help="concurrent judge requests")
+    g.add_argument("--judge-timeout", type=float, default=120.0, help="seconds per judge request")
+    g.add_argument("--judge-retries", type=int, default=5, help="retries of a transient judge error")
+    g.add_argument(
+        "--judge-max-new-tokens", type=int, default=512, help="judgment length of a local (hf:) judge"
+    )
+    g.add_argument(
+        "--greedy", action="store_true", help="greedy answers everywhere (default: MT-Bench temperatures)"
+    )
+    g.add_argument("--max-new-tokens", type=int, default=512, help="answer length per turn")
+    g.add_argument("--batch-size", type=int, default=8, help="questions generated together")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed")
+    g.add_argument("--no-baseline", action="store_true", help="do not evaluate the base model")
+    g.add_argument("--no-kl", action="store_true", help="skip the KL-to-reference samples")
+
+
+def eval_config(args: argparse.Namespace):
+    from align.evals.mt_bench import EvalConfig
+
+    for name in ("judge_workers", "judge_retries", "max_new_tokens", "batch_size", "judge_max_new_tokens"):
+        if getattr(args, name) < (0 if name == "judge_retries" else 1):
+            raise AlignError(
+                f"--{name.replace('_', '-')}: must be at least {0 if name == 'judge_retries' else 1}"
+            )
+    if args.judge_timeout <= 0:
+        raise AlignError("--judge-timeout: must be positive")
+    return EvalConfig(
+        judge=args.judge,
+        questions=args.questions,
+        references=args.references,
+        judge_base_url=args.judge_base_url,
+        judge_key_env=args.judge_key_env,
+        judge_workers=args.judge_workers,
+        judge_timeout=args.judge_timeout,
+        judge_retries=args.judge_retries,
+        judge_max_new_tokens=args.judge_max_new_tokens,
+        greedy=args.greedy,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        baseline=not args.no_baseline,
+        kl=not args.no_kl,
+        pairwise=getattr(args, "pairwise", False),
+    )
+
+
+def _one_process(command: str) -> None:
+    """Evals and sweeps run as one process (a sweep's runs train one after the other in it)."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world.isdigit() and int(world) > 1:
+        raise AlignError(
+            f"align {command} runs as one process, not under a {world}-process launch; run it as "
+            "`align ...` (multi-GPU training of single runs: accelerate launch -m align train ...)"
+        )
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
+
+
+def _eval_mt_bench(args: argparse.Namespace) -> int:
+    from align.evals.mt_bench import evaluate_runs
+
+    _one_process("eval")
+    t0 = time.perf_counter()
+    out = args.out
+    if out is None:  # one run: beside it, where `align push` finds its evals; several: a shared dir
+        out = (
+            Path(args.run_dirs[0]) / "evals" / "mt_bench"
+            if len(args.run_dirs) == 1
+            else Path("evals/mt_bench")
+        )
+    result = evaluate_runs(args.run_dirs, out, eval_config(args))
+    print(redact(result.markdown))
+    if result.pairwise:
+        print("\n" + redact(result.pairwise["markdown"]))
+    took = time.perf_counter() - t0
+    print(f"\neval directory: {result.out}  ({took:.0f} s; this call: {_counts(result.counts)})")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from align.evals.sweep import run_sweep
+
+    _one_process("sweep")
+    if args.eval is None and args.judge is not None:
+        raise AlignError("--judge applies with --eval mt-bench")
+    if args.eval is not None and args.judge is None:
+        raise AlignError("--eval mt-bench needs --judge (openai:MODEL or hf:NAME_OR_PATH)")
+    t0 = time.perf_counter()
+    out = args.out or str(Path("sweeps") / Path(args.recipe).stem)
+    cfg = eval_config(args) if args.eval else None
+    result = run_sweep(args.recipe, args.grid, args.overrides, out, cfg)
+    print(redact(result.markdown))
+    print(f"\nsweep directory: {result.out}  ({time.perf_counter() - t0:.0f} s)")
+    for p in result.plots:
+        print(f"  plot: {p}")
+    print(f"  report: {result.out / 'report.md'}")
+    return 0
+
+
+def register(sub) -> None:
+    """Add `eval mt-bench` and `sweep` to align's subcommands."""
+    e = sub.add_parser("eval", help="evaluate run directories")
+    esub = e.add_subparsers(dest="eval_command", required=True)
+    m = esub.add_parser("mt-bench", help="MT-Bench-style answers, LLM-judge ratings, score table")
+    m.add_argument("run_dirs", nargs="+", help="run directories (the base model is added as a baseline)")
+    m.add_argument(
+        "--out",
+        default=None,
+        help="eval directory, resumed if it holds one (default: RUN_DIR/evals/mt_bench for one run, "
+        "where align push finds it; evals/mt_bench for several)",
+    )
+    m.add_argument("--pairwise", action="store_true", help="also judge two runs against each other")
+    add_eval_options(m, judge_required=True)
+    m.set_defaults(fn=_eval_mt_bench)
+    s = sub.add_parser("sweep", help="train a grid of recipes, evaluate, compare (table, plots, report)")
+    s.add_argument("recipe", help="the recipe every run starts from")
+    s.add_argument("overrides", nargs="*", help="key=value overrides for every run")
+    s.add_argument(
+        "--grid", action="append", required=True, help="key=v1,v2,... (repeat: every combination trains)"
+    )
+    s.add_argument("--out", default=None, help="sweep directory (default sweeps/<recipe name>)")
+    s.add_argument("--eval", choices=["mt-bench"], default=None, help="evaluate every run and the base")
+    add_eval_options(s, judge_required=False)
+    s.set_defaults(fn=_sweep)
