@@ -66,9 +66,11 @@ class PPOBenchConfig:
     device: str = "cpu"
     threads: int | None = None
     workdir: str = ""
-    # ours only (the peer ignores them): the prompt-only JSONL, the reward, recipe overrides
-    ours_prompts: str = ""
-    reward_function: str = ""
+    # ours only (the peer ignores them): the records JSONL, where the reward comes from, recipe overrides
+    records: str = ""  # set by the harness: the same prompts, as pairwise records our data layer reads
+    reward: str = "run"  # run: a reward run trained first (untimed), as TRL scores with a model; function
+    reward_function: str = ""  # for reward = function
+    reward_run: str = ""  # set by the harness for reward = run
     ours_set: list[str] = field(default_factory=list)
 
     @property

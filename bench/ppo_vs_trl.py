@@ -1,31 +1,34 @@
 """Benchmark: align's PPO step vs TRL 1.12.0's PPOTrainer, same model, prompts, rollout batch, epochs, fp32.
 
-    python bench/ppo_vs_trl.py                        # embedded SmolLM2-135M-Instruct, CPU, 1 and 4 PPO epochs
-    python bench/ppo_vs_trl.py --only trl --epochs 1  # the peer alone
+    python bench/ppo_vs_trl.py --threads 2              # embedded SmolLM2-135M-Instruct, CPU, 1 and 4 PPO epochs
+    python bench/ppo_vs_trl.py --only trl --epochs 1    # the peer alone
     python bench/ppo_vs_trl.py --model tiny-smollm2 --steps 1 --max-new-tokens 16   # smoke run
 
 Each side runs in its own process (bench/dpo_vs_trl.py: run_side), so peak RSS is per side:
 
 * ours: `align.train.run` on a `method: ppo` recipe written as YAML and loaded by `load_recipe` (the
-  user's path), rollout batch = train.per_device_batch_size prompts, `ppo.max_new_tokens`,
-  `ppo.epochs`, the reward from `ppo.reward_function` (a Python function: no reward run needed; or
-  `--ours-set` a reward model). The split is read from the run's metrics.jsonl
+  user's path; `--ours-set` adds dotted overrides): rollout batch = train.per_device_batch_size
+  prompts, `ppo.max_new_tokens`, `ppo.epochs`, one minibatch. By default (`--reward run`) it scores
+  with a reward run the harness trains first (one step, its own process, untimed), so ours scores
+  with a model forward as TRL does, and its value adapter and head start from that run (ours' real
+  setup, recipes/smollm2/ppo.yaml); `--reward function` scores with `--reward-function` instead (no
+  reward-model forward: the report says so). The split is read from the run's metrics.jsonl
   (`train/time/rollout_s`, `scoring_s`, `update_s`); step ends from `align.loop.write_metrics`.
 * TRL: bench/ppo_peer_trl.py, run by TRL 1.12.0's own venv (`--trl-python`): LoRA policy with the
   adapter-off reference, a full value model and a full reward model (sequence classification heads on
   the same base), its phases timed by wrappers on the trainer module's functions (see that file).
 
 Made equal: the model, fp32 on the CPU, LoRA (r, alpha, all-linear, dropout 0), the prompts (the first
-(warmup + steps) x batch prompts of align_prefs_v1 through our data layer and the chat template; each
-side shuffles them into batches its own way), rollout batch, max new tokens, temperature, PPO epochs,
-one minibatch per rollout batch, constant lr, no gradient checkpointing, the torch thread count. The
-first `--warmup` steps are untimed.
+(warmup + steps) x batch records of align_prefs_v1 through our data layer and the chat template; each
+side shuffles them into batches its own way), rollout batch, max new tokens, temperature, stop at EOS,
+PPO epochs, one minibatch per rollout batch, the KL coefficient, constant lr, no gradient
+checkpointing, the torch thread count (pass --threads: on a shared machine, fewer threads than free
+cores). The first `--warmup` steps are untimed.
 
-Not equal, by design of each library: TRL holds four models' worth of weights (policy, value and
+Not equal, by design of each library: TRL holds three models' worth of weights (policy, value and
 reward models; the reference is the adapter-off policy) and trains the value model whole; ours keeps
-one base with adapters. With a reward *function*, ours' scoring has no reward-model forward, which
-TRL's has (its reward_s column): the report says so; compare rollout and update, or give ours a
-reward model with --ours-set.
+one base with adapters and heads. TRL takes the policy's log-probs from the sampling logits; ours
+runs a forward for them (in its scoring phase).
 
 Targets (issue 8): >= 2x TRL's step rate at <= 0.3x its peak memory.
 """
@@ -50,7 +53,7 @@ from dpo_vs_trl import run_side, versions  # noqa: E402
 from ppo_peer_trl import PHASES, PeerResult, PPOBenchConfig, StepTimes, peak_rss_gib  # noqa: E402
 
 DEFAULT_TRL_PYTHON = "/work/venvs/trl112/bin/python"
-DEFAULT_REWARD_FUNCTION = "align.rewards:response_length"  # a cheap programmatic reward (issue 8)
+DEFAULT_REWARD_FUNCTION = "align.rewards:brevity"  # for --reward function
 TARGET_RATE, TARGET_MEMORY = 2.0, 0.3  # align / TRL: step rate at least, peak memory at most
 SIDE_LABELS = {"ours": "align", "trl": "TRL 1.12 PPOTrainer"}
 INSTALL = (
@@ -90,50 +93,93 @@ def peer_model_dir(model: str, tmp: Path) -> str:
     return with_tokenizer(model, tmp)
 
 
-def write_prompts(cfg: PPOBenchConfig, tmp: Path) -> tuple[str, str]:
-    """The prompts both sides use, in the same order: token ids for the peer, chat messages (a
-    prompt-only JSONL) for ours. Returns (peer file, ours file)."""
+def write_inputs(cfg: PPOBenchConfig, tmp: Path) -> tuple[str, str]:
+    """The prompts both sides use, in the same order: token ids for the peer, pairwise records (whose
+    prompts PPO takes; the reward run trains on them) for ours. Returns (peer file, ours file)."""
     from records import build_prompts
 
     prompts = build_prompts(cfg.model, cfg.total_steps * cfg.batch_size)
-    ids, chat = tmp / "prompt_ids.jsonl", tmp / "prompts.jsonl"
+    ids, records = tmp / "prompt_ids.jsonl", tmp / "records.jsonl"
     ids.write_text("".join(json.dumps({"input_ids": p}) + "\n" for _, p in prompts))
-    chat.write_text("".join(json.dumps({"prompt": m}) + "\n" for m, _ in prompts))
-    return str(ids), str(chat)
+    records.write_text("".join(json.dumps(row) + "\n" for row, _ in prompts))
+    return str(ids), str(records)
 
 
-# -- ours (to be checked against the lead's PPO code when it lands: keys and metric names) ----------
+# -- ours ------------------------------------------------------------------------------------------
 
 
-def ours_recipe(cfg: PPOBenchConfig, prompts: str) -> dict[str, Any]:
-    """Our PPO recipe for the bench settings, as the YAML mapping a user would write."""
+def _common(cfg: PPOBenchConfig, name: str) -> dict[str, Any]:
+    """The recipe keys our PPO run and its reward run share (as the YAML a user writes)."""
     return {
-        "method": "ppo",
-        "output_dir": str(Path(cfg.workdir) / f"ours_e{cfg.epochs}"),
+        "output_dir": str(Path(cfg.workdir) / name),
         "seed": cfg.seed,
         "cpu": cfg.device == "cpu",
         "precision": "fp32",
         "model": {"name": cfg.model, "dtype": "auto", "gradient_checkpointing": False},
         "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": 0.0, "target_modules": "all-linear"},
-        "data": {"path": prompts, "heldout_fraction": 0.0},
+        "data": {"path": cfg.records, "heldout_fraction": 0.0},
         "optim": {"lr": cfg.lr, "scheduler": "constant", "warmup_steps": 0, "weight_decay": 0.0},
-        "train": {
-            "per_device_batch_size": cfg.batch_size,
-            "max_steps": cfg.total_steps,
-            "eval_every": 0,
-            "save_every": 0,
-            "log_every": 1,
-            "progress": False,
-        },
         "log": {"trackers": []},
         "report": {"eval_before": False},
-        "ppo": {
-            "max_new_tokens": cfg.max_new_tokens,
-            "epochs": cfg.epochs,
-            "temperature": cfg.temperature,
-            "reward_function": cfg.reward_function,
-        },
     }
+
+
+def reward_recipe(cfg: PPOBenchConfig) -> dict[str, Any]:
+    """A one-step reward run on the bench records: its weights mean little, but PPO then scores with
+    a reward adapter + head on the shared base (a full forward, as TRL's reward model) and starts its
+    value adapter and head from it, which is how ours runs for real (recipes/smollm2/ppo.yaml)."""
+    train = {"per_device_batch_size": cfg.batch_size, "max_steps": 1, "eval_every": 0, "save_every": 0}
+    return {"method": "reward", **_common(cfg, "reward_run"), "train": {**train, "progress": False}}
+
+
+def ours_recipe(cfg: PPOBenchConfig) -> dict[str, Any]:
+    """Our PPO recipe for the bench settings: rollout batch = per_device_batch_size prompts, one
+    minibatch per batch, no held-out prompts; `beta` is the KL coefficient."""
+    source = (
+        {"reward_run": cfg.reward_run} if cfg.reward == "run" else {"reward_function": cfg.reward_function}
+    )
+    ppo = {
+        "max_new_tokens": cfg.max_new_tokens,
+        "epochs": cfg.epochs,
+        "minibatches": 1,
+        "temperature": cfg.temperature,
+        "eval_prompts": 0,
+        **source,
+    }
+    train = {
+        "per_device_batch_size": cfg.batch_size,
+        "max_steps": cfg.total_steps,
+        "eval_every": 0,
+        "save_every": 0,
+        "log_every": 1,
+        "progress": False,
+    }
+    return {
+        "method": "ppo",
+        "beta": cfg.kl_coef,
+        **_common(cfg, f"ours_e{cfg.epochs}"),
+        "train": train,
+        "ppo": ppo,
+    }
+
+
+def _run_recipe(cfg: PPOBenchConfig, name: str, data: dict[str, Any], overrides: list[str]):
+    """Write `data` as YAML, load it with `overrides` as a user's recipe would be, run it."""
+    import yaml
+
+    import align.train
+    from align.recipe import load_recipe
+
+    path = Path(cfg.workdir) / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    recipe = load_recipe(path, overrides)
+    return recipe, align.train.run(recipe, resume=False)
+
+
+def run_reward(cfg: PPOBenchConfig, t_start: float) -> dict[str, Any]:
+    """The reward run ours scores with (its own process: not in ours' time or memory)."""
+    recipe, _ = _run_recipe(cfg, "reward_run", reward_recipe(cfg), [])
+    return {"run_dir": recipe.output_dir, "wall_s": time.perf_counter() - t_start}
 
 
 def ours_steps(rows: list[dict[str, Any]], ends: list[float], batch_size: int) -> list[StepTimes]:
@@ -148,23 +194,19 @@ def ours_steps(rows: list[dict[str, Any]], ends: list[float], batch_size: int) -
             raise RuntimeError(f"metrics.jsonl step {row['step']}: no train/time/{', '.join(missing)}")
         total = sum(phases.values())
         step_s = ends[i] - ends[i - 1] if len(ends) == len(rows) and i > 0 else total
-        length = next((v for k, v in row.items() if k.endswith("response_length") and v is not None), None)
+        length = row.get("train/response_length")
         resp = None if length is None else round(float(length) * batch_size)
         out.append(StepTimes(step_s=step_s, response_tokens=resp, **phases))
     return out
 
 
 def run_ours(cfg: PPOBenchConfig, t_start: float) -> PeerResult:
-    import yaml
+    """`align.train.run` on the PPO recipe; step ends observed on `align.loop.write_metrics`."""
+    import torch
 
     import align.loop
-    import align.train
     from align.checkpoint import read_metrics
-    from align.recipe import load_recipe
 
-    path = Path(cfg.workdir) / f"ours_e{cfg.epochs}.yaml"
-    path.write_text(yaml.safe_dump(ours_recipe(cfg, cfg.ours_prompts), sort_keys=False))
-    recipe = load_recipe(path, cfg.ours_set)
     ends: list[float] = []
     write_metrics = align.loop.write_metrics
 
@@ -174,17 +216,23 @@ def run_ours(cfg: PPOBenchConfig, t_start: float) -> PeerResult:
         write_metrics(parts, step, metrics)
 
     align.loop.write_metrics = timed_write_metrics
-    import torch
-
-    summary = align.train.run(recipe, resume=False)
+    recipe, summary = _run_recipe(cfg, f"ours_e{cfg.epochs}", ours_recipe(cfg), cfg.ours_set)
     res = PeerResult(name="ours", threads=torch.get_num_threads(), versions=versions())
     res.steps = ours_steps(read_metrics(Path(recipe.output_dir) / "metrics.jsonl"), ends, cfg.batch_size)
     res.peak_rss_gib = peak_rss_gib()
     if ends:
         res.setup_s = ends[0] - res.steps[0].step_s - t_start
     if (model := summary.get("peft_model")) is not None:
-        res.trainable_params = {"adapters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-    res.notes.append(f"recipe {path.name}: {' '.join(cfg.ours_set) or 'no overrides'}")
+        res.trainable_params = {
+            "adapters + heads": sum(p.numel() for p in model.parameters() if p.requires_grad)
+        }
+    n_train = summary.get("examples", {}).get("train")
+    if n_train != cfg.total_steps * cfg.batch_size:
+        res.notes.append(f"WARNING: ours kept {n_train} prompts of {cfg.total_steps * cfg.batch_size}")
+    reward = (
+        f"reward run {cfg.reward_run}" if cfg.reward == "run" else f"reward function {cfg.reward_function}"
+    )
+    res.notes.append(f"{reward}; recipe overrides: {' '.join(cfg.ours_set) or 'none'}")
     return res
 
 
@@ -321,6 +369,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[PPOBenchConfig, argparse.
     p.add_argument("--device", choices=["cpu", "cuda"], default=d.device)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in every child")
     p.add_argument("--trl-python", default=DEFAULT_TRL_PYTHON, help="the python of TRL 1.12.0's venv")
+    p.add_argument(
+        "--reward",
+        choices=["run", "function"],
+        default=d.reward,
+        help="ours: score with a reward run trained first (untimed, 1 step; default: a model forward, as "
+        "TRL) or with --reward-function (no reward-model forward)",
+    )
     p.add_argument("--reward-function", default=DEFAULT_REWARD_FUNCTION, help="ours: ppo.reward_function")
     p.add_argument(
         "--ours-set",
@@ -331,7 +386,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PPOBenchConfig, argparse.
     )
     p.add_argument("--only", choices=list(SIDE_LABELS), default=None, help="run one side (no ratios)")
     p.add_argument("--json", default=None, help="also write the raw results here")
-    p.add_argument("--child", choices=list(SIDE_LABELS), help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["ours", "reward"], help=argparse.SUPPRESS)
     p.add_argument("--child-config", help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -351,6 +406,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PPOBenchConfig, argparse.
         seed=a.seed,
         device=a.device,
         threads=a.threads,
+        reward=a.reward,
         reward_function=a.reward_function,
         ours_set=a.ours_set,
     )
@@ -363,7 +419,8 @@ def canonical(cfg: PPOBenchConfig, a: argparse.Namespace) -> str:
         f"--batch-size {cfg.batch_size} --max-new-tokens {cfg.max_new_tokens} --epochs {' '.join(map(str, a.epochs))} "
         f"--lr {cfg.lr} --temperature {cfg.temperature} --kl-coef {cfg.kl_coef} --device {cfg.device}"
         + (f" --threads {cfg.threads}" if cfg.threads else "")
-        + f" --reward-function {cfg.reward_function}"
+        + f" --reward {cfg.reward}"
+        + (f" --reward-function {cfg.reward_function}" if cfg.reward == "function" else "")
         + "".join(f" --ours-set {shlex.quote(s)}" for s in cfg.ours_set)
         + (f" --only {a.only}" if a.only else "")
     )
@@ -371,14 +428,15 @@ def canonical(cfg: PPOBenchConfig, a: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     cfg, a = parse_args(argv)
-    if a.child:  # ours only: the peer runs bench/ppo_peer_trl.py
+    if a.child:  # ours and its reward run (the peer runs bench/ppo_peer_trl.py)
         t_start = time.perf_counter()
         cfg = PPOBenchConfig(**json.loads(Path(a.child_config).read_text()))
         import torch
 
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        Path(a.child_out).write_text(json.dumps(asdict(run_ours(cfg, t_start))))
+        out = asdict(run_ours(cfg, t_start)) if a.child == "ours" else run_reward(cfg, t_start)
+        Path(a.child_out).write_text(json.dumps(out))
         return 0
     sides = [a.only] if a.only else list(SIDE_LABELS)
     if "trl" in sides and (why := trl_python_problem(a.trl_python)):
@@ -391,7 +449,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ppo-bench-") as tmp_name:
         tmp = Path(tmp_name)
         cfg.model_dir = peer_model_dir(cfg.model, tmp)
-        cfg.prompts, cfg.ours_prompts = write_prompts(cfg, tmp)
+        cfg.prompts, cfg.records = write_inputs(cfg, tmp)
+        if "ours" in sides and cfg.reward == "run":
+            cfg.workdir = str(tmp)
+            (tmp / "reward.json").write_text(json.dumps(asdict(cfg)))
+            res, err = run_side("reward", tmp / "reward.json", tmp, script=__file__)
+            if res is None:
+                sides.remove("ours")
+                errors.update({(e, "ours"): f"reward run: {err}" for e in a.epochs})
+            else:
+                cfg.reward_run = res["run_dir"]
+                print(f"[bench] reward run {res['run_dir']} ({res['wall_s']:.0f}s, untimed)", file=sys.stderr)
         for epochs in a.epochs:
             run_dir = tmp / f"e{epochs}"
             run_dir.mkdir()
@@ -438,11 +506,7 @@ def print_report(cfg, a, results, summaries, errors) -> None:
                 + (f", versions {res['versions']}" if side == "trl" else "")
                 + "".join(f"; {n}" for n in res["notes"])
             )
-    if (
-        "ours" in {s for by in results.values() for s in by}
-        and cfg.reward_function
-        and not any(s.startswith("ppo.reward") for s in cfg.ours_set)
-    ):
+    if "ours" in {s for by in results.values() for s in by} and cfg.reward == "function":
         print(
             f"note: ours scores with a Python function ({cfg.reward_function}); TRL's scoring includes a "
             "reward-model forward (its reward column) that ours does not run"

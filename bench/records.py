@@ -58,9 +58,10 @@ def _lengthen(tok, prompt: list[dict[str, str]], target: int) -> list[dict[str, 
         n_words += missing
 
 
-def build_prompts(model: str, n: int) -> list[tuple[list[dict[str, str]], list[int]]]:
-    """The first `n` prompts of align_prefs_v1 (train role, file order) for the PPO and rollout benches:
-    each as chat messages and as the token ids `model`'s chat template renders (generation prompt on)."""
+def build_prompts(model: str, n: int) -> list[tuple[dict, list[int]]]:
+    """The first `n` records of align_prefs_v1 (train role, file order) for the PPO and rollout benches:
+    each as a JSONL row (prompt messages, chosen, rejected: what our data layer reads, and PPO takes
+    the prompts of) and as the prompt's token ids `model`'s chat template renders (generation prompt on)."""
     from align.data.cards import load_card, load_card_records
     from align.models import load_tokenizer
     from align.recipe import ModelConfig
@@ -71,7 +72,9 @@ def build_prompts(model: str, n: int) -> list[tuple[list[dict[str, str]], list[i
     tok = load_tokenizer(ModelConfig(model))
     out = []
     for rec in records[:n]:
-        prompt = [dict(m) for m in rec.prompt]
-        ids = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)
-        out.append((prompt, list(ids["input_ids"])))
+        row = {"prompt": [dict(m) for m in rec.prompt], "chosen": rec.chosen, "rejected": rec.rejected}
+        ids = tok.apply_chat_template(
+            row["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        out.append((row, list(ids["input_ids"])))
     return out

@@ -113,6 +113,7 @@ def rollout_call(model, prompts: list[list[int]], a: argparse.Namespace, pad_id:
     """`align.rollout.sample` (ImportError until it exists). The count is batch x max_new_tokens:
     no row can stop early (EOS id -1)."""
     import torch
+
     from align.rollout import sample
 
     sampling = sampling_settings(sample, a)

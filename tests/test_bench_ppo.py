@@ -86,7 +86,7 @@ def test_ours_steps_read_the_time_split_from_metrics_rows():
         {"step": 0, "eval/loss": 1.0},  # no timing: not a step
         {"step": 1, "train/time/rollout_s": 1.0, "train/time/scoring_s": 1.0, "train/time/update_s": 1.0},
     ]
-    rows[0]["train/ppo/response_length"] = 40.0
+    rows[0]["train/response_length"] = 40.0
     steps = ppo_vs_trl.ours_steps(rows, ends=[10.0, 16.5], batch_size=8)
     assert [s.rollout_s for s in steps] == [1.0, 2.0]
     assert steps[0].step_s == 3.0  # first step: the sum of its phases
@@ -146,7 +146,7 @@ def test_table_and_verdict_compare_align_with_trl_per_epoch_setting():
 
 
 def test_config_round_trips_through_json_for_the_peer():
-    cfg = PPOBenchConfig(epochs=4, ours_set=["ppo.temperature=0.7"], model_dir="/m")
+    cfg = PPOBenchConfig(epochs=4, ours_set=["ppo.top_k=5"], model_dir="/m", reward_run="/r")
     again = PPOBenchConfig(**json.loads(json.dumps(asdict(cfg))))
     assert again == cfg and again.total_steps == 4
 
@@ -158,12 +158,35 @@ def test_missing_trl_venv_says_how_to_make_it(tmp_path):
     assert ppo_vs_trl.main(["--only", "trl", "--trl-python", str(tmp_path / "python")]) == 2
 
 
-def test_ours_recipe_carries_the_bench_settings():
-    cfg = PPOBenchConfig(batch_size=8, max_new_tokens=64, epochs=4, reward_function="m:f", workdir="/w")
-    r = ppo_vs_trl.ours_recipe(cfg, "/w/prompts.jsonl")
-    assert r["method"] == "ppo" and r["train"]["per_device_batch_size"] == 8
-    assert r["ppo"] == {"max_new_tokens": 64, "epochs": 4, "temperature": 0.7, "reward_function": "m:f"}
-    assert r["data"]["path"] == "/w/prompts.jsonl" and r["train"]["max_steps"] == cfg.total_steps
+def test_ours_recipes_load_as_a_user_recipe_with_the_bench_settings(tmp_path):
+    import yaml
+
+    from align.recipe import load_recipe
+
+    cfg = PPOBenchConfig(epochs=4, kl_coef=0.07, workdir=str(tmp_path), records=str(tmp_path / "r.jsonl"))
+    cfg.reward_run = str(tmp_path / "reward_run")
+    for data, overrides in [
+        (ppo_vs_trl.ours_recipe(cfg), ["ppo.top_k=5"]),
+        (ppo_vs_trl.reward_recipe(cfg), []),
+    ]:
+        path = tmp_path / f"{data['method']}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        r = load_recipe(path, overrides)  # every key exists, in range, and the methods accept them
+        assert (r.train.per_device_batch_size, r.precision, r.lora.dropout) == (8, "fp32", 0.0)
+        assert r.data.path == cfg.records and r.data.heldout_fraction == 0.0
+    assert r.method == "reward" and r.train.max_steps == 1
+    ppo = load_recipe(tmp_path / "ppo.yaml", ["ppo.top_k=5"])
+    assert (ppo.beta, ppo.train.max_steps, ppo.ppo.top_k) == (0.07, cfg.total_steps, 5)
+    assert (ppo.ppo.max_new_tokens, ppo.ppo.epochs, ppo.ppo.minibatches, ppo.ppo.temperature) == (
+        64,
+        4,
+        1,
+        0.7,
+    )
+    assert ppo.ppo.reward_run == cfg.reward_run and ppo.ppo.reward_function is None
+    cfg.reward, cfg.reward_function = "function", "align.rewards:brevity"
+    assert ppo_vs_trl.ours_recipe(cfg)["ppo"]["reward_function"] == "align.rewards:brevity"
+    assert "reward_run" not in ppo_vs_trl.ours_recipe(cfg)["ppo"]
 
 
 def test_left_pad_right_aligns_prompts_with_a_length_mask():
