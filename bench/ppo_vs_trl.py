@@ -224,7 +224,7 @@ def run_ours(cfg: PPOBenchConfig, t_start: float) -> PeerResult:
         res.setup_s = ends[0] - res.steps[0].step_s - t_start
     if (model := summary.get("peft_model")) is not None:
         res.trainable_params = {
-            "adapters + heads": sum(p.numel() for p in model.parameters() if p.requires_grad)
+            "LoRA adapters (peft_model)": sum(p.numel() for p in model.parameters() if p.requires_grad)
         }
     n_train = summary.get("examples", {}).get("train")
     if n_train != cfg.total_steps * cfg.batch_size:
