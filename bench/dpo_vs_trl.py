@@ -278,13 +278,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Nam
 
 
 def run_side(
-    side: str, cfg_path: Path, tmp: Path, script: str = __file__
+    side: str, cfg_path: Path, tmp: Path, script: str = __file__, python: str | None = None
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """One side in its own process (`script --child SIDE`): (result, None) or (None, the reason
-    it failed). bench/kto_vs_trl.py runs its sides through this too."""
+    """One side in its own process (`python script --child SIDE`; python: this interpreter unless
+    given): (result, None) or (None, the reason it failed). bench/kto_vs_trl.py and
+    bench/ppo_vs_trl.py (whose TRL side runs in TRL 1.12's own venv) run their sides through this too."""
     out = tmp / f"{side}.json"
     cmd = [
-        sys.executable,
+        python or sys.executable,
         script,
         "--child",
         side,

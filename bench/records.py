@@ -56,3 +56,25 @@ def _lengthen(tok, prompt: list[dict[str, str]], target: int) -> list[dict[str, 
         if missing <= 0:
             return candidate
         n_words += missing
+
+
+def build_prompts(model: str, n: int) -> list[tuple[dict, list[int]]]:
+    """The first `n` records of align_prefs_v1 (train role, file order) for the PPO and rollout benches:
+    each as a JSONL row (prompt messages, chosen, rejected: what our data layer reads, and PPO takes
+    the prompts of) and as the prompt's token ids `model`'s chat template renders (generation prompt on)."""
+    from align.data.cards import load_card, load_card_records
+    from align.models import load_tokenizer
+    from align.recipe import ModelConfig
+
+    records, _ = load_card_records(load_card("align_prefs_v1"), role="train")
+    if len(records) < n:
+        raise ValueError(f"align_prefs_v1 has {len(records)} records; the bench needs {n} prompts")
+    tok = load_tokenizer(ModelConfig(model))
+    out = []
+    for rec in records[:n]:
+        row = {"prompt": [dict(m) for m in rec.prompt], "chosen": rec.chosen, "rejected": rec.rejected}
+        ids = tok.apply_chat_template(
+            row["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        out.append((row, list(ids["input_ids"])))
+    return out

@@ -1,0 +1,201 @@
+"""Benchmark: sampling tokens/s of `align.rollout.sample` against plain `model.generate`, same model and batch.
+
+    python bench/rollout_vs_generate.py                     # embedded SmolLM2-135M-Instruct, 8 x 64, CPU
+    python bench/rollout_vs_generate.py --only generate     # the generate side alone
+    python bench/rollout_vs_generate.py --model tiny-smollm2 --repeats 2   # smoke run
+
+Both sides sample the same batch (the first `--batch-size` prompts of align_prefs_v1 through the chat
+template, left-padded) with the same settings (temperature, top-k = 0: off, top-p = 1: off), from the
+same model object in one process, fp32, no gradients. Both produce exactly batch x max_new_tokens
+tokens: `generate` with `min_new_tokens = max_new_tokens` (EOS masked), `sample` with an EOS id that
+cannot be sampled (-1), so neither stops early and the token counts are equal by construction. Each
+side runs `--warmup` untimed calls, then `--repeats` timed calls; the median call time gives tokens/s.
+
+Target (issue 8): rollout >= 0.9x generate's tokens/s. Until align.rollout exists, the generate side
+runs alone and a line says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ modules, also when imported by path
+
+TARGET = 0.9  # rollout / generate tokens/s, at least
+NEVER_SAMPLED = -1  # an EOS id for `sample` that no sampled token can equal: every row runs to the end
+
+
+@dataclass
+class Timing:
+    side: str
+    call_s: list[float]
+    tokens_per_call: int
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.call_s)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens_per_call / self.median_s
+
+
+def left_pad(prompts: list[list[int]], pad_id: int):
+    """[B, L] input ids and attention mask, prompts right-aligned (mask from lengths, not from pad)."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
+    return ids, mask
+
+
+def time_calls(
+    side: str, call: Callable[[], int], warmup: int, repeats: int, sync: Callable[[], None]
+) -> Timing:
+    """Run `call` (returns the tokens it generated) warmup + repeats times; time the repeats."""
+    for _ in range(warmup):
+        call()
+    times, counts = [], set()
+    for _ in range(repeats):
+        sync()
+        t = time.perf_counter()
+        counts.add(call())
+        sync()
+        times.append(time.perf_counter() - t)
+    if len(counts) != 1:
+        raise RuntimeError(f"{side}: calls generated different token counts {sorted(counts)}")
+    return Timing(side, times, counts.pop())
+
+
+def generate_call(model, prompts: list[list[int]], a: argparse.Namespace, pad_id: int) -> Callable[[], int]:
+    import torch
+
+    ids, mask = left_pad(prompts, pad_id)
+    ids, mask = ids.to(model.device), mask.to(model.device)
+
+    def call() -> int:
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=True,
+                max_new_tokens=a.max_new_tokens,
+                min_new_tokens=a.max_new_tokens,
+                temperature=a.temperature,
+                top_k=a.top_k,
+                top_p=a.top_p,
+                pad_token_id=pad_id,
+                use_cache=True,
+            )
+        return int(out[:, ids.shape[1] :].numel())
+
+    return call
+
+
+def sampling_settings(sample: Callable, a: argparse.Namespace):
+    """The `sampling` argument of `align.rollout.sample`, built from its own annotation."""
+    cls = typing.get_type_hints(sample)["sampling"]
+    return cls(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p)
+
+
+def rollout_call(model, prompts: list[list[int]], a: argparse.Namespace, pad_id: int) -> Callable[[], int]:
+    """`align.rollout.sample` (ImportError until it exists). The count is batch x max_new_tokens:
+    no row can stop early (EOS id -1)."""
+    import torch
+
+    from align.rollout import sample
+
+    sampling = sampling_settings(sample, a)
+    generator = torch.Generator(device=model.device).manual_seed(a.seed)
+
+    def call() -> int:
+        with torch.no_grad():
+            sample(model, prompts, sampling, NEVER_SAMPLED, pad_id, generator=generator)
+        return len(prompts) * a.max_new_tokens
+
+    return call
+
+
+def report(timings: list[Timing]) -> str:
+    """A table of the sides and, with both, the rollout / generate ratio against the target."""
+    lines = ["| side | tokens/call | median call (s) | tokens/s |", "|---|---:|---:|---:|"]
+    for t in timings:
+        lines.append(f"| {t.side} | {t.tokens_per_call} | {t.median_s:.3f} | {t.tokens_per_s:.1f} |")
+    by = {t.side: t for t in timings}
+    if {"generate", "rollout"} <= by.keys():
+        ratio = by["rollout"].tokens_per_s / by["generate"].tokens_per_s
+        verdict = "met" if ratio >= TARGET else "MISSED"
+        lines.append(f"\nrollout / generate tokens/s: {ratio:.2f}x (target >= {TARGET:g}x): {verdict}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-k", type=int, default=0, help="0: off")
+    p.add_argument("--top-p", type=float, default=1.0, help="1.0: off")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls per side")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per side")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--only", choices=["generate", "rollout"], default=None)
+    a = p.parse_args(argv)
+    import torch
+    from records import build_prompts
+
+    from align.models import load_model, load_tokenizer
+    from align.recipe import ModelConfig
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    spec = ModelConfig(a.model, "float32")
+    tok = load_tokenizer(spec)
+    model = load_model(spec, seed=a.seed).to(a.device).eval()
+    prompts = [ids for _, ids in build_prompts(a.model, a.batch_size)]
+    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
+    timings = []
+    missing = None
+    for side in [a.only] if a.only else ["generate", "rollout"]:
+        make = generate_call if side == "generate" else rollout_call
+        try:
+            call = make(model, prompts, a, tok.pad_token_id)
+        except ImportError as e:
+            missing = f"align.rollout is not importable yet ({type(e).__name__}: {e}); only generate ran"
+            continue
+        torch.manual_seed(a.seed)
+        timings.append(time_calls(side, call, a.warmup, a.repeats, sync))
+    lens = [len(p) for p in prompts]
+    print(
+        f"command: python bench/rollout_vs_generate.py {' '.join(argv if argv is not None else sys.argv[1:])}"
+    )
+    print(
+        f"setup: {a.model}, fp32, {a.device}, {torch.get_num_threads()} torch threads, batch {a.batch_size} "
+        f"prompts ({min(lens)}-{max(lens)} tokens, left-padded) x {a.max_new_tokens} new tokens, temperature "
+        f"{a.temperature}, top-k {a.top_k}, top-p {a.top_p}, {a.warmup} warmup + {a.repeats} timed calls, torch "
+        f"{torch.__version__}"
+    )
+    print()
+    print(report(timings))
+    if missing:
+        print(missing)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
