@@ -81,6 +81,18 @@ def resolve_layout(requested: str, attn_implementation: str | None, gradient_che
     return "padded" if gradient_checkpointing else "shared"
 
 
+def packed_hidden(lm: nn.Module, packed: dict[str, torch.Tensor], attn: str) -> torch.Tensor:
+    """The decoder's last hidden states of packed rows (align/data/packing.py), flattened to
+    [rows * length, H]: one forward under the block mask, position ids restarting per pair."""
+    mask = block_mask(packed["segment"], packed["branch"])
+    if attn == "eager":  # eager adds the mask to the scores
+        mask = torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, torch.finfo(torch.float32).min)
+    out = lm.base_model(
+        input_ids=packed["ids"], attention_mask=mask, position_ids=packed["pos"], use_cache=False
+    )
+    return out.last_hidden_state.flatten(0, 1)
+
+
 class SequenceScorer(nn.Module):
     """Wraps a (PEFT) causal LM; forward returns completion log-probs per sequence.
 
@@ -164,15 +176,7 @@ class SequenceScorer(nn.Module):
         return _per_sequence(tok, sel)
 
     def _packed(self, lm, packed: dict[str, torch.Tensor]) -> SeqLogps:
-        mask = block_mask(packed["segment"], packed["branch"])
-        if self.attn == "eager":  # eager adds the mask to the scores
-            mask = torch.zeros(mask.shape, device=mask.device).masked_fill_(
-                ~mask, torch.finfo(torch.float32).min
-            )
-        out = lm.base_model(
-            input_ids=packed["ids"], attention_mask=mask, position_ids=packed["pos"], use_cache=False
-        )
-        hidden = out.last_hidden_state.flatten(0, 1).index_select(0, packed["pred"])
+        hidden = packed_hidden(lm, packed, self.attn).index_select(0, packed["pred"])
         tok = completion_token_logps(lm.get_output_embeddings(), hidden, packed["target"], self.chunk_tokens)
         n = packed["n_tokens"]
         sums = torch.zeros(n.shape[0], dtype=tok.dtype, device=tok.device).index_add(0, packed["seq"], tok)

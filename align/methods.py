@@ -165,13 +165,17 @@ class RewardMethod:
 
     margin: float = 0.0
     center_coef: float = 0.0
+    layout: str = "auto"  # train.layout: packed pairs where the attention takes a block mask
     batch_kind: ClassVar[str] = "pair"
     needs_reference: ClassVar[bool] = False
 
-    def scorer(self, peft_model, seed: int):
+    def scorer(self, peft_model, seed: int, gradient_checkpointing: bool = False):
+        from align.logprobs import resolve_layout
         from align.reward_model import RewardScorer
 
-        return RewardScorer.fresh(peft_model, seed)
+        attn = getattr(peft_model.get_base_model().config, "_attn_implementation", None)
+        layout = resolve_layout(self.layout, attn, gradient_checkpointing)
+        return RewardScorer.fresh(peft_model, seed, layout="packed" if layout == "packed" else "padded")
 
     def loss(self, scores: torch.Tensor, reference: None, batch: PairBatch) -> ObjectiveOutput:
         b = scores.shape[0] // 2
@@ -199,7 +203,7 @@ class RewardFactory:
         check_sections(r, where)
 
     def build(self, r: Recipe) -> RewardMethod:
-        return RewardMethod(r.reward.margin, r.reward.center_coef)
+        return RewardMethod(r.reward.margin, r.reward.center_coef, r.train.layout)
 
 
 @dataclass(frozen=True)

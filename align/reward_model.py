@@ -16,6 +16,7 @@ from torch import nn
 
 from align.adapters import HEAD_FILE, ScalarHead, use_adapter
 from align.errors import RecipeError
+from align.logprobs import packed_hidden
 
 
 def _causal_lm(model: nn.Module) -> nn.Module:
@@ -40,21 +41,31 @@ def backbone_hidden(model: nn.Module, input_ids, attention_mask, position_ids=No
 
 class RewardScorer(nn.Module):
     """Scores sequences: the (PEFT) model with adapter `adapter` active (None: as it is), head at
-    the last real token. An nn.Module so Accelerate can wrap it for reward-model training."""
+    the last real token. An nn.Module so Accelerate can wrap it for reward-model training.
 
-    def __init__(self, model: nn.Module, head: ScalarHead, adapter: str | None = None) -> None:
+    `layout` "packed" scores a batch of pairs from its packed rows (each prompt once, both replies
+    after it: align/data/packing.py) when the batch has them; otherwise rows are scored as given."""
+
+    def __init__(
+        self, model: nn.Module, head: ScalarHead, adapter: str | None = None, layout: str = "padded"
+    ) -> None:
         super().__init__()
-        self.model, self.head, self.adapter = model, head, adapter
+        self.model, self.head, self.adapter, self.layout = model, head, adapter, layout
+        cfg = getattr(_causal_lm(model), "config", None)
+        self.attn = getattr(cfg, "_attn_implementation", None) or "sdpa"
 
     @classmethod
-    def fresh(cls, peft_model: nn.Module, seed: int) -> RewardScorer:
+    def fresh(cls, peft_model: nn.Module, seed: int, layout: str = "padded") -> RewardScorer:
         hidden = _causal_lm(peft_model).config.hidden_size
         head = ScalarHead(hidden, seed).to(next(peft_model.parameters()).device)
-        return cls(peft_model, head)
+        return cls(peft_model, head, layout=layout)
 
-    def forward(self, input_ids, attention_mask, position_ids=None, **_) -> torch.Tensor:
+    def forward(self, input_ids, attention_mask, position_ids=None, packed=None, **_) -> torch.Tensor:
         role = use_adapter(self.model, self.adapter) if self.adapter else contextlib.nullcontext()
         with role:
+            if packed is not None and self.layout == "packed":
+                hidden = packed_hidden(_causal_lm(self.model), packed, self.attn)
+                return self.head(hidden.index_select(0, packed["last"]))
             hidden = backbone_hidden(self.model, input_ids, attention_mask, position_ids)
         return self.head(last_token(hidden, attention_mask))
 

@@ -70,7 +70,7 @@ def optimizer_for(r: Recipe, module: torch.nn.Module, updates: int):
 def wire_preference(r, method, data, tokenizer, accelerator, peft_model, total, plan, model_spec) -> Wired:
     """DPO-family, KTO and reward models: one update per step over the plan's micro-batches."""
     if hasattr(method, "scorer"):  # e.g. the reward model: scores, not log-probs
-        scorer = method.scorer(peft_model, r.seed)
+        scorer = method.scorer(peft_model, r.seed, r.model.gradient_checkpointing)
     else:
         scorer = SequenceScorer(
             peft_model,

@@ -72,6 +72,7 @@ class PPOBenchConfig:
     reward_function: str = ""  # for reward = function
     reward_run: str = ""  # set by the harness for reward = run
     ours_set: list[str] = field(default_factory=list)
+    ours_micro_batch: int = 2  # ours: rows per update forward (rollout batch = this x accumulation)
 
     @property
     def total_steps(self) -> int:

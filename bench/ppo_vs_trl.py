@@ -146,8 +146,10 @@ def ours_recipe(cfg: PPOBenchConfig) -> dict[str, Any]:
         "eval_prompts": 0,
         **source,
     }
-    train = {
-        "per_device_batch_size": cfg.batch_size,
+    micro = cfg.ours_micro_batch if cfg.batch_size % cfg.ours_micro_batch == 0 else cfg.batch_size
+    train = {  # the rollout batch is sampled whole; updates run `micro` rows per forward (activation memory)
+        "per_device_batch_size": micro,
+        "gradient_accumulation_steps": cfg.batch_size // micro,
         "max_steps": cfg.total_steps,
         "eval_every": 0,
         "save_every": 0,
@@ -384,6 +386,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[PPOBenchConfig, argparse.
         metavar="KEY=VALUE",
         help="a dotted override of our recipe (repeatable), e.g. ppo.temperature=0.7",
     )
+    p.add_argument(
+        "--ours-micro-batch",
+        type=int,
+        default=2,
+        help="ours: rows per update forward (the rollout batch is sampled whole); 2 keeps activations small",
+    )
     p.add_argument("--only", choices=list(SIDE_LABELS), default=None, help="run one side (no ratios)")
     p.add_argument("--json", default=None, help="also write the raw results here")
     p.add_argument("--child", choices=["ours", "reward"], help=argparse.SUPPRESS)
@@ -409,6 +417,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PPOBenchConfig, argparse.
         reward=a.reward,
         reward_function=a.reward_function,
         ours_set=a.ours_set,
+        ours_micro_batch=a.ours_micro_batch,
     )
     return cfg, a
 

@@ -35,7 +35,8 @@ def pack_pairs(
 
     Returns tensors: `ids`, `pos`, `segment` (pair index, -1 for padding), `branch` [R, L];
     `pred` (flat index into R*L of the hidden state predicting each completion token), `target`,
-    `seq` (which of the 2B sequences each target belongs to) [K]; `n_tokens` [2B].
+    `seq` (which of the 2B sequences each target belongs to) [K]; `n_tokens` and `last` (flat index
+    of each sequence's last token: where a reward model reads its score) [2B].
     """
     b = len(prompts)
     sizes = [len(prompts[i]) + len(chosen[i]) + len(rejected[i]) for i in range(b)]
@@ -58,6 +59,7 @@ def pack_pairs(
     segment = torch.full(shape, PAD_SEGMENT, dtype=torch.long)
     branch = torch.zeros(shape, dtype=torch.long)
     pred: list[int] = []
+    last = [0] * (2 * b)
     target: list[int] = []
     seq: list[int] = []
     for r, members in enumerate(rows):
@@ -75,6 +77,7 @@ def pack_pairs(
             branch[r, at + len(p) + len(c) : at + n] = REJECTED
             base = r * length + at
             last_prompt = base + len(p) - 1
+            last[i], last[b + i] = base + len(p) + len(c) - 1, base + n - 1
             for start, toks, which in ((len(p), c, i), (len(p) + len(c), j, b + i)):
                 pred += [last_prompt] + [base + start + t for t in range(len(toks) - 1)]
                 target += toks
@@ -90,6 +93,7 @@ def pack_pairs(
         "target": torch.tensor(target, dtype=torch.long),
         "seq": torch.tensor(seq, dtype=torch.long),
         "n_tokens": n_tokens,
+        "last": torch.tensor(last, dtype=torch.long),
     }
 
 
