@@ -156,3 +156,47 @@ class ExternalRewardModel:
         enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         hidden = self.model.base_model(**enc, use_cache=False).last_hidden_state
         return self.head(last_token(hidden, enc["attention_mask"])).float().squeeze(-1)
+
+
+def reward_function(run_dir: str | Path, device: str = "cpu", batch_size: int = 8):
+    """`score(prompts, responses) -> list[float]` from a reward run, for evals: each prompt as one
+    user turn through the base's chat template, each response as the assistant's reply ending in
+    EOS, exactly the sequences the reward model was trained on and PPO scores."""
+    from dataclasses import fields
+
+    from peft import PeftModel
+
+    from align.models import load_model, load_tokenizer
+    from align.recipe import ModelConfig
+
+    adapter_dir, recipe = read_reward_run(run_dir, "--reward-run")
+    known = {f.name for f in fields(ModelConfig)}
+    spec = ModelConfig(**{k: v for k, v in (recipe.get("model") or {}).items() if k in known})
+    spec.dtype = "float32"
+    tok = load_tokenizer(spec)
+    model = PeftModel.from_pretrained(load_model(spec), str(adapter_dir)).to(device)
+    scorer = RewardScorer(model, ScalarHead.load(adapter_dir / HEAD_FILE).to(device)).eval()
+
+    @torch.no_grad()
+    def score(prompts: list[str], responses: list[str]) -> list[float]:
+        out: list[float] = []
+        for start in range(0, len(prompts), batch_size):
+            rows = []
+            for p, r in zip(prompts[start : start + batch_size], responses[start : start + batch_size]):
+                chat = tok.apply_chat_template(
+                    [{"role": "user", "content": p}], add_generation_prompt=True, return_dict=True
+                )
+                rows.append(
+                    list(chat["input_ids"])
+                    + tok(r, add_special_tokens=False)["input_ids"]
+                    + [tok.eos_token_id]
+                )
+            width = max(map(len, rows))
+            ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+            att = torch.zeros_like(ids)
+            for i, row in enumerate(rows):
+                ids[i, : len(row)], att[i, : len(row)] = torch.tensor(row), 1
+            out += scorer(ids.to(device), att.to(device)).float().cpu().tolist()
+        return out
+
+    return score

@@ -39,6 +39,12 @@ def add_eval_options(p: argparse.ArgumentParser, judge_required: bool) -> None:
     g.add_argument("--seed", type=int, default=0, help="sampling seed")
     g.add_argument("--no-baseline", action="store_true", help="do not evaluate the base model")
     g.add_argument("--no-kl", action="store_true", help="skip the KL-to-reference samples")
+    g.add_argument(
+        "--reward-run",
+        default=None,
+        help="a `method: reward` run directory: its mean score of each model's samples goes beside the KL "
+        "(the reward-vs-KL frontier)",
+    )
 
 
 def eval_config(args: argparse.Namespace):
@@ -85,6 +91,19 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
 
 
+def _reward(args: argparse.Namespace):
+    """(score function, its name) from --reward-run, or (None, "reward")."""
+    if not getattr(args, "reward_run", None):
+        return None, "reward"
+    from align.errors import RecipeError
+    from align.reward_model import reward_function
+
+    try:
+        return reward_function(args.reward_run), Path(args.reward_run).name
+    except RecipeError as e:
+        raise AlignError(str(e)) from None
+
+
 def _eval_mt_bench(args: argparse.Namespace) -> int:
     from align.evals.mt_bench import evaluate_runs
 
@@ -97,7 +116,9 @@ def _eval_mt_bench(args: argparse.Namespace) -> int:
             if len(args.run_dirs) == 1
             else Path("evals/mt_bench")
         )
-    result = evaluate_runs(args.run_dirs, out, eval_config(args))
+    cfg = eval_config(args)
+    reward_fn, reward_name = _reward(args)
+    result = evaluate_runs(args.run_dirs, out, cfg, reward_fn, reward_name)
     print(redact(result.markdown))
     if result.pairwise:
         print("\n" + redact(result.pairwise["markdown"]))
@@ -117,7 +138,8 @@ def _sweep(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = args.out or str(Path("sweeps") / Path(args.recipe).stem)
     cfg = eval_config(args) if args.eval else None
-    result = run_sweep(args.recipe, args.grid, args.overrides, out, cfg)
+    reward_fn, _ = _reward(args) if args.eval else (None, "")
+    result = run_sweep(args.recipe, args.grid, args.overrides, out, cfg, reward_fn)
     print(redact(result.markdown))
     print(f"\nsweep directory: {result.out}  ({time.perf_counter() - t0:.0f} s)")
     for p in result.plots:

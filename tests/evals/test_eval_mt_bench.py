@@ -300,3 +300,32 @@ def test_one_run_is_evaluated_beside_it_where_push_finds_it(tiny_runs, judge_ser
     md = (run / "evals" / "mt_bench" / "scores.md").read_text()
     ((name, table),) = eval_tables(run)
     assert name == "mt_bench" and table in md and "| dpo |" in table
+
+
+def test_reward_run_scores_the_samples_through_the_cli(tiny_runs, judge_server, tmp_path, capsys):
+    """`--reward-run`: a trained reward run scores each model's samples (the frontier's reward);
+    its scores equal the reward model's own on the same prompt + response sequences."""
+    from run_helpers import run_tiny
+
+    from align.reward_model import reward_function
+
+    reward_run = tmp_path / "reward"
+    run_tiny(
+        reward_run,
+        "method=reward",
+        "train.max_steps=1",
+        "data.max_train_examples=8",
+        "data.max_eval_examples=2",
+    )
+    score = reward_function(reward_run)
+    a, b = score(["Hi", "Name a colour."], ["Hello!", "Blue."]), score(["Name a colour."], ["Blue."])
+    assert a[1] == pytest.approx(b[0], abs=1e-5) and a[0] != a[1]  # batching and padding change nothing
+    questions = write_questions(tmp_path / "q.jsonl", categories=("stem",))
+    argv = ["eval", "mt-bench", str(tiny_runs["dpo"]), "--questions", str(questions), "--judge", "openai:j"]
+    argv += ["--judge-base-url", judge_server.url, "--max-new-tokens", "4", "--out", str(tmp_path / "ev")]
+    assert main([*argv, "--reward-run", str(reward_run)]) == 0
+    assert "| KL | reward |" in capsys.readouterr().out
+    latest = {(s["model"], s["question_id"]): s for s in rows_of(tmp_path / "ev" / "kl.jsonl")}
+    assert latest and all(s["reward_model"] == "reward" for s in latest.values())
+    assert main([*argv, "--reward-run", str(tmp_path / "nope")]) == 2
+    assert "not a finished reward run" in capsys.readouterr().err
