@@ -32,6 +32,11 @@ def add_eval_options(p: argparse.ArgumentParser, judge_required: bool) -> None:
         "--judge-max-new-tokens", type=int, default=512, help="judgment length of a local (hf:) judge"
     )
     g.add_argument(
+        "--judge-prefill",
+        default=None,
+        help='start of a local (hf:) judge\'s reply, e.g. "Rating: [[" so a small model rates first',
+    )
+    g.add_argument(
         "--greedy", action="store_true", help="greedy answers everywhere (default: MT-Bench temperatures)"
     )
     g.add_argument("--max-new-tokens", type=int, default=512, help="answer length per turn")
@@ -67,6 +72,7 @@ def eval_config(args: argparse.Namespace):
         judge_timeout=args.judge_timeout,
         judge_retries=args.judge_retries,
         judge_max_new_tokens=args.judge_max_new_tokens,
+        judge_prefill=args.judge_prefill,
         greedy=args.greedy,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,

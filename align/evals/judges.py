@@ -183,16 +183,21 @@ class HttpJudge:
 
 @dataclass
 class LocalJudge:
-    """A local causal LM as the judge: greedy, batched, system + user through its chat template."""
+    """A local causal LM as the judge: greedy, batched, system + user through its chat template.
+
+    `prefill` starts the judge's reply (e.g. "Rating: [["), so a small model that would ramble
+    writes the rating first; the returned judgment is prefill + what it generated, parsed as any
+    other. It is part of the judge's name, so judgments with and without it are cached apart."""
 
     model_name: str
     max_new_tokens: int = 512
     batch_size: int = 8
+    prefill: str | None = None
     _loaded: Any = field(default=None, init=False, repr=False)
 
     @property
     def name(self) -> str:
-        return f"hf:{self.model_name}"
+        return f"hf:{self.model_name}" + (f" (prefill {self.prefill!r})" if self.prefill else "")
 
     @property
     def batch(self) -> int:
@@ -209,14 +214,15 @@ class LocalJudge:
             spec = ModelConfig(name=self.model_name)
             self._loaded = (load_model(spec).to(device()).eval(), load_tokenizer(spec))
         model, tok = self._loaded
+        start = tok(self.prefill, add_special_tokens=False)["input_ids"] if self.prefill else []
         prompts = [
-            render(tok, [{"role": "system", "content": s}, {"role": "user", "content": u}])
+            render(tok, [{"role": "system", "content": s}, {"role": "user", "content": u}]) + start
             for s, u in requests
         ]
         out: list[str] = []
         for i in range(0, len(prompts), self.batch_size):
             out += [
-                g.text
+                (self.prefill or "") + g.text
                 for g in generate(model, tok, prompts[i : i + self.batch_size], 0.0, self.max_new_tokens, 0)
             ]
         return out
@@ -227,6 +233,7 @@ def make_judge(
     base_url: str | None = None,
     key_env: str = DEFAULT_KEY_ENV,
     max_new_tokens: int = 512,
+    prefill: str | None = None,
     **http: Any,
 ) -> Judge:
     """`openai:MODEL` (with `base_url`) or `hf:NAME_OR_PATH`."""
@@ -239,5 +246,7 @@ def make_judge(
     if kind == "hf":
         if base_url:
             raise JudgeError("--judge-base-url applies to openai:MODEL judges only")
-        return LocalJudge(name, max_new_tokens=max_new_tokens)
+        return LocalJudge(name, max_new_tokens=max_new_tokens, prefill=prefill)
+    if prefill:
+        raise JudgeError("--judge-prefill applies to hf:NAME_OR_PATH judges only")
     return HttpJudge(name, base_url=base_url or DEFAULT_BASE_URL, key_env=key_env, **http)

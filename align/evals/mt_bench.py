@@ -55,6 +55,7 @@ class EvalConfig:
     judge_retries: int = 5
     judge_backoff: float = 2.0
     judge_max_new_tokens: int = 512  # local (hf:) judges
+    judge_prefill: str | None = None  # local judges: the start of each judgment, e.g. "Rating: [["
     greedy: bool = False
     max_new_tokens: int = 512
     batch_size: int = 8
@@ -72,6 +73,7 @@ class EvalConfig:
             base_url=self.judge_base_url,
             key_env=self.judge_key_env,
             max_new_tokens=self.judge_max_new_tokens,
+            prefill=self.judge_prefill,
             timeout=self.judge_timeout,
             max_retries=self.judge_retries,
             backoff=self.judge_backoff,

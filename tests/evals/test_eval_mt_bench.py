@@ -329,3 +329,20 @@ def test_reward_run_scores_the_samples_through_the_cli(tiny_runs, judge_server, 
     assert latest and all(s["reward_model"] == "reward" for s in latest.values())
     assert main([*argv, "--reward-run", str(tmp_path / "nope")]) == 2
     assert "not a finished reward run" in capsys.readouterr().err
+
+
+def test_local_judge_prefill_starts_each_judgment(tmp_path):
+    """A prefilled local judge's reply begins with the prefill (tokens fed after the generation
+    prompt), its name says so (a separate cache), and an HTTP judge refuses a prefill."""
+    from align.evals.judges import JudgeError, LocalJudge, make_judge
+
+    judge = make_judge("hf:tiny-smollm2", max_new_tokens=3, prefill="Rating: [[")
+    assert isinstance(judge, LocalJudge) and judge.name == "hf:tiny-smollm2 (prefill 'Rating: [[')"
+    replies = judge.complete([("You judge.", "Rate this answer: 4."), ("You judge.", "Rate: blue.")])
+    assert len(replies) == 2 and all(
+        r.startswith("Rating: [[") and len(r) > len("Rating: [[") for r in replies
+    )
+    plain = LocalJudge("tiny-smollm2", max_new_tokens=3).complete([("You judge.", "Rate this answer: 4.")])
+    assert not plain[0].startswith("Rating: [[")
+    with pytest.raises(JudgeError, match="applies to hf:"):
+        make_judge("openai:gpt", prefill="[[")
