@@ -139,6 +139,8 @@ def _sweep(args: argparse.Namespace) -> int:
     _one_process("sweep")
     if args.eval is None and args.judge is not None:
         raise AlignError("--judge applies with --eval mt-bench")
+    if args.push_best and args.eval is None:
+        raise AlignError("--push-best picks the run by its MT-Bench score: add --eval mt-bench --judge ...")
     if args.eval is not None and args.judge is None:
         raise AlignError("--eval mt-bench needs --judge (openai:MODEL or hf:NAME_OR_PATH)")
     t0 = time.perf_counter()
@@ -151,7 +153,22 @@ def _sweep(args: argparse.Namespace) -> int:
     for p in result.plots:
         print(f"  plot: {p}")
     print(f"  report: {result.out / 'report.md'}")
+    if args.push_best:
+        _push_best(result, args)
     return 0
+
+
+def _push_best(result, args: argparse.Namespace) -> None:
+    """Publish the sweep's best run (highest MT-Bench mean) with `align push`'s code."""
+    from align.evals.sweep import best_run
+    from align.hub import describe, push_run
+
+    best = best_run(result)
+    if best is None:
+        raise AlignError("--push-best: no run has an MT-Bench score (run the sweep with --eval mt-bench)")
+    print(f"best run: {best.name} ({best.run_dir}); pushing to {args.push_best}")
+    pushed = push_run(best.run_dir, args.push_best, private=args.push_private, endpoint=args.hub_endpoint)
+    print(redact(describe(pushed)))
 
 
 def register(sub) -> None:
@@ -177,5 +194,10 @@ def register(sub) -> None:
     )
     s.add_argument("--out", default=None, help="sweep directory (default sweeps/<recipe name>)")
     s.add_argument("--eval", choices=["mt-bench"], default=None, help="evaluate every run and the base")
+    s.add_argument(
+        "--push-best", default=None, metavar="REPO_ID", help="push the best run (by MT-Bench score) to a hub"
+    )
+    s.add_argument("--push-private", action="store_true", help="with --push-best: a private repo")
+    s.add_argument("--hub-endpoint", default=None, help="with --push-best: the hub URL (default HF_ENDPOINT)")
     add_eval_options(s, judge_required=False)
     s.set_defaults(fn=_sweep)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,6 +190,20 @@ def sweep_rows(runs: list[SweepRun], ev: EvalResult | None) -> list[dict[str, An
                 {"name": label, "method": None, "beta": None, "status": "baseline", **_eval_columns(s)}
             )
     return rows
+
+
+def best_run(result: SweepResult) -> SweepRun | None:
+    """The trained run with the highest overall MT-Bench mean (base models excluded), or None when
+    the sweep was not evaluated or nothing was rated."""
+    scored = {
+        r["name"]: r["score"]["mean"]
+        for r in result.rows
+        if r.get("status") != "baseline" and r.get("score") and not math.isnan(r["score"]["mean"])
+    }
+    if not scored:
+        return None
+    name = max(scored, key=scored.get)
+    return next(r for r in result.runs if r.name == name)
 
 
 def _eval_columns(s: dict[str, Any] | None) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def assert_png(path: Path) -> None:
         assert white < 0.97 * im.width * im.height  # something is drawn
 
 
-def test_sweep_table_plots_resume_and_skip(judge_server, tmp_path, capsys):
+def test_sweep_table_plots_resume_and_skip(judge_server, tmp_path, capsys, monkeypatch):
     out = tmp_path / "sweep"
     interrupted_run(out, "dpo-beta0.1")
     questions = write_questions(tmp_path / "q.jsonl", categories=("writing", "math"))
@@ -106,8 +106,20 @@ def test_sweep_table_plots_resume_and_skip(judge_server, tmp_path, capsys):
     argv = ["sweep", str(TINY), *sum((["--grid", g] for g in GRID), []), *SMALL, "--out", str(out)]
     argv += ["--eval", "mt-bench", "--judge", "openai:judge-test", "--judge-base-url", judge_server.url]
     argv += ["--questions", str(questions), "--max-new-tokens", "6", "--batch-size", "4"]
-    assert main(argv) == 0
+    from hub_helpers import hub_server, isolate_hub
+
+    isolate_hub(monkeypatch, tmp_path / "hf-cache")
+    monkeypatch.setenv("HF_TOKEN", "hf_sweeptoken")
+    with hub_server("hf_sweeptoken") as hub:  # --push-best publishes the best-scored run
+        assert main([*argv, "--push-best", "alice/best", "--hub-endpoint", hub.endpoint]) == 0
+        pushed = hub.files("alice/best")
     printed = capsys.readouterr().out
+    best = max((r for r in table if r["status"] != "baseline"), key=lambda r: r["score"]["mean"])
+    assert f"best run: {best['name']}" in printed
+    assert (
+        pushed["adapter_model.safetensors"]
+        == (out / "runs" / best["name"] / "adapter" / "adapter_model.safetensors").read_bytes()
+    )
     assert judge_server.count() == before
     assert stamps == {n: (out / "runs" / n / "summary.json").stat().st_mtime_ns for n in NAMES}
     assert printed.count("skipped (finished)") == 4 and "plot: " in printed
