@@ -36,18 +36,20 @@ def _skipped(load_stats: dict) -> str:
 
 
 def render(tokenizer, ex: dict) -> str:
-    """The prompt shown inside ⟦masked: …⟧ (no loss), each completion after it."""
+    """The prompt shown inside ⟦masked: …⟧ (no loss), each completion after it; a prompt-only
+    record's prompt inside ⟦prompt: …⟧ (the policy samples its response after it)."""
     prompt = tokenizer.decode(ex["prompt_ids"])
-    out = [f"⟦masked: {prompt}⟧"]
-    for key in _completion_keys(ex):
+    keys = _completion_keys(ex)
+    out = [f"⟦masked: {prompt}⟧" if keys else f"⟦prompt: {prompt}⟧"]
+    for key in keys:
         name = key.split("_")[0] if "label" not in ex else ("desirable" if ex["label"] else "undesirable")
         out.append(f"  {name:8s} (loss on {len(ex[key])} tokens): {tokenizer.decode(ex[key])!r}")
     return "\n".join(out)
 
 
 def _completion_keys(ex: dict) -> tuple[str, ...]:
-    """Pairs have two completions; unpaired (KTO) records one, with a label."""
-    return ("completion_ids",) if "completion_ids" in ex else ("chosen_ids", "rejected_ids")
+    """Pairs have two completions; unpaired (KTO) records one, with a label; prompt-only records none."""
+    return tuple(k for k in ("completion_ids", "chosen_ids", "rejected_ids") if k in ex)
 
 
 def _source_key(source: str) -> str:
@@ -85,7 +87,8 @@ def _bad_records(load_stats: dict, on_bad_record: str) -> list[str]:
 def inspect(source: str, recipe_path: str | None, overrides: list[str]) -> str:
     key = _source_key(source)
     other = "data.path" if key == "data.card" else "data.card"
-    recipe = load_recipe(recipe_path, [*overrides, f"{key}={source}", f"{other}="])
+    # the data as it is, whatever method the recipe names (data.format=prompts under the default dpo)
+    recipe = load_recipe(recipe_path, [*overrides, f"{key}={source}", f"{other}="], check_method=False)
     d = recipe.data
     tok = load_tokenizer(recipe.model)
     data = prepare(d, tok, strict=False)
@@ -102,7 +105,8 @@ def inspect(source: str, recipe_path: str | None, overrides: list[str]) -> str:
     keys = _completion_keys(examples[0]) if examples else ()
     columns = [("prompt", lambda e: len(e["prompt_ids"]))]
     columns += [(k.split("_")[0], lambda e, k=k: len(e[k])) for k in keys]
-    columns.append(("prompt+longer", lambda e: len(e["prompt_ids"]) + max(len(e[k]) for k in keys)))
+    if keys:
+        columns.append(("prompt+longer", lambda e: len(e["prompt_ids"]) + max(len(e[k]) for k in keys)))
     for name, fn in columns:
         lines.append(f"  {name:14s} {_percentiles([fn(e) for e in examples])}")
     if examples and "label" in examples[0]:

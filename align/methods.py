@@ -78,7 +78,7 @@ class PairwiseFactory:
             raise RecipeError(f"{where}: method 'cdpo' needs label_smoothing > 0 (e.g. 0.1)")
         if r.ipo_normalization != "mean" and self.objective != "ipo":
             raise RecipeError(f"{where}: ipo_normalization applies to ipo only, not '{r.method}'")
-        if r.data.format == "unpaired":
+        if r.data.format in ("unpaired", "prompts"):
             raise RecipeError(f"{where}: data.format: method '{r.method}' needs pairwise data")
         if r.data.unpair:
             raise RecipeError(f"{where}: data.unpair: applies to kto only, not '{r.method}'")
@@ -150,6 +150,10 @@ class KTOFactory:
     def check_recipe(self, r: Recipe, where: str) -> None:
         if r.label_smoothing:
             raise RecipeError(f"{where}: label_smoothing applies to dpo/cdpo only, not 'kto'")
+        if r.data.format == "prompts":
+            raise RecipeError(
+                f"{where}: data.format: method 'kto' needs unpaired records (or pairs to unpair), not prompts"
+            )
         if r.data.format == "pairwise" and r.data.unpair is False:
             raise RecipeError(f"{where}: data.unpair: method 'kto' on pairwise data needs it true (or unset)")
         check_sections(r, where)
@@ -196,8 +200,10 @@ class RewardFactory:
     def check_recipe(self, r: Recipe, where: str) -> None:
         if r.label_smoothing:
             raise RecipeError(f"{where}: label_smoothing applies to dpo/cdpo only, not 'reward'")
-        if r.data.format == "unpaired" or r.data.unpair:
-            raise RecipeError(f"{where}: data: method 'reward' needs pairwise data")
+        if r.data.format in ("unpaired", "prompts"):
+            raise RecipeError(f"{where}: data.format: method 'reward' needs pairwise data")
+        if r.data.unpair:
+            raise RecipeError(f"{where}: data.unpair: applies to kto only, not 'reward'")
         if r.reference == "precompute":
             raise RecipeError(f"{where}: reference: a reward model has no reference model; remove the key")
         check_sections(r, where)

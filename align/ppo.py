@@ -92,6 +92,8 @@ def check_recipe(r, where: str) -> None:
     for key in ("desirable_weight", "undesirable_weight"):
         if getattr(r, key) != 1.0:
             raise RecipeError(f"{where}: {key}: applies to kto only, not 'ppo'")
+    if r.data.unpair:
+        raise RecipeError(f"{where}: data.unpair: applies to kto only, not 'ppo' (it reads prompts alone)")
     check_sections(r, where)
     if c.reward_function:
         from align import rewards

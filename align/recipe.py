@@ -90,7 +90,8 @@ class DataConfig:
     card: str | None = None  # a data card name (data_cards/<name>.md) or path to a card
     path: str | None = None  # or a file / save_to_disk dir / dataset name, with `columns`
     columns: dict[str, str] = field(default_factory=dict)
-    format: Literal["auto", "pairwise", "unpaired"] = "auto"  # auto: the card's, else what the method reads
+    # auto: the card's, else what the method reads; prompts: prompt-only records (PPO)
+    format: Literal["auto", "pairwise", "unpaired", "prompts"] = "auto"
     split: str | None = None  # named split of the source for training
     eval_split: str | None = None  # named split for evaluation, else a seeded held-out fraction
     heldout_fraction: float | None = ranged(None, "[0, 1)")  # None: the card's value (or 0.1)
@@ -395,8 +396,12 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
-def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
-    """Load YAML (safe_load), apply dotted overrides, validate everything."""
+def load_recipe(
+    path: str | Path | None, overrides: list[str] | None = None, *, check_method: bool = True
+) -> Recipe:
+    """Load YAML (safe_load), apply dotted overrides, validate everything; `check_method=False`
+    leaves out the method's own checks, for tools that read only the data and model sections
+    (`align data inspect` of a prompt-only file under the default method)."""
     data: Any = {}
     where = str(path or "recipe")
     if path is not None:
@@ -416,17 +421,18 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         recipe = build(Recipe, data)
     except RecipeError as e:
         raise RecipeError(f"{path}: {e}" if path else str(e)) from None
-    validate(recipe, where)
+    validate(recipe, where, check_method=check_method)
     return recipe
 
 
-def validate(r: Recipe, where: str) -> None:
+def validate(r: Recipe, where: str, *, check_method: bool = True) -> None:
     """Cross-field checks that need no model (per-field ranges are checked by `build`)."""
     from align.methods import METHODS
 
     if r.method not in METHODS:
         raise RecipeError(f"{where}: method: unknown method '{r.method}'{_suggest(r.method, list(METHODS))}")
-    METHODS[r.method].check_recipe(r, where)
+    if check_method:
+        METHODS[r.method].check_recipe(r, where)
     if (r.data.card is None) == (r.data.path is None):
         raise RecipeError(f"{where}: data: set exactly one of data.card or data.path")
     _validate_hub(r.hub, where)

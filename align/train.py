@@ -88,8 +88,8 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     tokenizer = load_tokenizer(r.model)
     method = build_method(r)
     _check_launch(r, method, accelerator)
-    want = {"pair": "pairwise", "unpaired": "unpaired"}.get(method.batch_kind)  # prompts: any source
-    data = prepare(r.data, tokenizer, accelerator, want=want)
+    want = {"pair": "pairwise", "unpaired": "unpaired", "prompts": "prompts"}[method.batch_kind]
+    data = prepare(r.data, tokenizer, accelerator, want=want)  # prompts: those of a source of any format
     if method.batch_kind == "prompts":  # PPO samples its own completions: the distinct prompts
         from align.ppo import unique_prompts
 

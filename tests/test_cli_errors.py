@@ -194,6 +194,22 @@ def test_data_inspect_file_with_skips(tmp_path, capsys):
     assert "0 plain prompts cut, 0 completions truncated; 0 dropped" in out
 
 
+def test_data_inspect_prompt_only_data(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "data", "inspect", "align_prompts_v1", "data.max_prompt_length=96")
+    assert code == 0, err
+    assert "records: read 120, kept 120, skipped 0" in out and "examples: train 102, held-out 18" in out
+    assert re.search(r"^  prompt\s+p50 \d+  p90 \d+  p99 \d+  max 77$", out, re.M)
+    assert "prompt+longer" not in out and "loss on" not in out and "⟦masked" not in out
+    assert out.count("⟦prompt: <|im_start|>") == 2 and out.count("<|im_start|>assistant\n⟧") == 2
+    # a file, under the default recipe's method (dpo, which cannot train on it): inspect shows the data
+    data = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Name a colour."}, {"prompt": " "}])
+    code, out, err = run_cli(capsys, "data", "inspect", str(data), "data.format=prompts")
+    assert code == 0, err
+    assert "records: read 2, kept 1, skipped 1 (1 empty prompt)" in out
+    assert f"    {data}: line 2: field 'prompt': empty prompt" in out
+    assert "⟦prompt: Name a colour.⟧" in out
+
+
 def test_data_inspect_missing_file_is_not_called_an_unknown_card(tmp_path, capsys):
     missing = tmp_path / "nope.jsonl"
     code, _, err = run_cli(capsys, "data", "inspect", str(missing))

@@ -165,6 +165,7 @@ def test_ppo_with_a_reward_run_end_to_end(tmp_path, reward_run):
         (["ppo.reward_function=no_such_module_xyz:f"], "cannot import 'no_such_module_xyz'"),
         (["ppo.reward_function=lowercase"], "must look like `module:function`"),
         (["method=dpo"], "ppo: applies to method 'ppo' only"),
+        (["data.unpair=true"], "data.unpair: applies to kto only, not 'ppo'"),
     ],
 )
 def test_bad_recipes_fail_before_any_model_loads(overrides, message):
@@ -248,3 +249,42 @@ def test_a_prompt_set_with_an_empty_prompt_is_refused_naming_the_record(tmp_path
     )
     with pytest.raises(DataError, match=r"prompts.jsonl: line 2: field 'prompt': empty prompt"):
         ppo(tmp_path / "run", "data.card=null", f"data.path={data}")
+
+
+PROMPTS = [
+    "Name a colour.",
+    [{"role": "user", "content": "What is 2 + 3?"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}],
+    [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Tell me a fact."},
+    ],
+    *([{"role": "user", "content": f"Count to {n}."}] for n in range(2, 10)),
+]
+
+
+def test_a_prompt_only_file_drives_ppo(tmp_path):
+    data = tmp_path / "prompts.jsonl"
+    rows = [{"prompt": p, "id": i} for i, p in enumerate(PROMPTS)] + [{"prompt": PROMPTS[1]}]  # one repeated
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = ppo(
+        tmp_path / "run", "data.card=null", f"data.path={data}", "data.format=prompts", "train.max_steps=1"
+    )
+    assert summary["steps"] == 1 and "eval/score" in summary["after"] and "eval/score" in summary["before"]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["data"]["load"]["kept"] == 13 and manifest["data"]["tokenize"] == {"records": 13}
+    assert summary["examples"] == {"train": 11, "eval": 1}  # 10% held out; the repeated prompt counted once
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("method", ["dpo", "ipo", "kto", "reward"])
+def test_methods_that_need_completions_refuse_prompt_only_data(tmp_path, method):
+    from align.errors import DataError
+
+    with pytest.raises(RecipeError, match=f"data.format: method '{method}' needs (pairwise|unpaired)"):
+        load_recipe(REWARD, [f"method={method}", "data.format=prompts"])
+    if method == "dpo":  # a card's format is only known when the data loads: still before any model
+        r = load_recipe(REWARD, [f"output_dir={tmp_path}", "data.card=align_prompts_v1"])
+        with pytest.raises(DataError, match=r"align_prompts_v1.md: field 'format': this method needs pairs"):
+            run(r)

@@ -16,13 +16,12 @@ from typing import Any, TypeVar
 import yaml
 
 import align
-from align.data.records import LoadStats, OnBadRecord, PairRecord, UnpairedRecord
-from align.data.sources import load_pairs, load_unpaired
+from align.data.records import LoadStats, OnBadRecord, PairRecord, PromptRecord, UnpairedRecord
+from align.data.sources import FORMATS, load_records
 from align.errors import DataError, RecipeError
 
 REPO_ROOT = Path(align.__file__).resolve().parents[1]
 REQUIRED_KEYS = ("name", "source", "license", "format")
-FORMATS = ("pairwise", "unpaired")
 T = TypeVar("T")
 
 
@@ -33,7 +32,7 @@ class DataCard:
     name: str
     source: str
     license: str
-    format: str  # "pairwise" (prompt/chosen/rejected) or "unpaired" (prompt/completion/label)
+    format: str  # "pairwise" (prompt/chosen/rejected), "unpaired" (prompt/completion/label) or "prompts"
     columns: dict[str, str] = field(default_factory=dict)
     splits: dict[str, str] = field(default_factory=dict)  # role (train/eval) -> source split name
     size: int | str | None = None
@@ -104,7 +103,7 @@ def load_card_records(
     on_bad_record: OnBadRecord = "error",
     stats: LoadStats | None = None,
     label_threshold: float | None = None,
-) -> tuple[list[PairRecord] | list[UnpairedRecord], LoadStats]:
+) -> tuple[list[PairRecord] | list[UnpairedRecord] | list[PromptRecord], LoadStats]:
     """Load the records a card describes for `role` (e.g. train/eval): the source split named by
     `split` (the recipe's data.split / data.eval_split) or else by the card, if any.
 
@@ -118,11 +117,16 @@ def load_card_records(
             "splits",
             f"card has no {role!r} split (has: {names}); set data.eval_split or use a held-out fraction",
         )
-    kwargs = dict(columns=card.columns, split=split, on_bad_record=on_bad_record, stats=stats)
-    if card.format == "pairwise":
-        return load_pairs(card.source, **kwargs)
     threshold = label_threshold if label_threshold is not None else card.label_threshold
-    return load_unpaired(card.source, **kwargs, label_threshold=threshold)
+    return load_records(
+        card.format,
+        card.source,
+        columns=card.columns,
+        split=split,
+        on_bad_record=on_bad_record,
+        stats=stats,
+        label_threshold=threshold,
+    )
 
 
 def split_records(records: Sequence[T], *, heldout_fraction: float, seed: int) -> tuple[list[T], list[T]]:

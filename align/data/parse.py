@@ -1,4 +1,4 @@
-"""Parse raw rows (plain, conversational, implicit-prompt) into validated typed records.
+"""Parse raw rows (plain, conversational, implicit-prompt, prompt-only) into validated typed records.
 
 Every source format is normalised here so the rest of the toolkit sees one shape, and every
 rejection is a `DataError` that names the source, the row position and the offending column:
@@ -13,7 +13,15 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from align.data.records import Message, PairRecord, RecordError, Text, UnpairedRecord, printable
+from align.data.records import (
+    Message,
+    PairRecord,
+    PromptRecord,
+    RecordError,
+    Text,
+    UnpairedRecord,
+    printable,
+)
 
 ROLES = ("system", "user", "assistant")
 HH_ASSISTANT = "\n\nAssistant:"
@@ -21,7 +29,7 @@ _HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):")
 _HH_ROLE = {"Human": "user", "Assistant": "assistant"}
 
 
-__all__ = ["RecordError", "parse_pair", "parse_unpaired"]  # RecordError lives in records.py
+__all__ = ["RecordError", "parse_pair", "parse_prompt", "parse_unpaired"]  # RecordError lives in records.py
 
 
 class _Bad(Exception):
@@ -65,6 +73,29 @@ def parse_unpaired(
     except _Bad as bad:
         raise RecordError(source, where, bad.field, bad.category, bad.detail) from None
     return UnpairedRecord(prompt, completion, label, origin=f"{source}:{where}")
+
+
+def parse_prompt(
+    row: Mapping[str, Any], *, source: str, where: str, columns: Mapping[str, str] | None = None
+) -> PromptRecord:
+    """Normalise one prompt-only row (for PPO): a prompt string, or messages ending with a user turn.
+
+    A conversation kept under another column name (e.g. `messages`) is read with
+    `columns: {prompt: messages}`; other columns are ignored."""
+    column = _column_lookup(columns)("prompt")
+    try:
+        _check_row(row)
+        if column not in row:
+            raise _Bad(
+                column,
+                "missing field",
+                f"row has columns {_names(row)}; name the prompt column in data.columns (rows whose "
+                "prompt is implicit in chosen/rejected or completion need data.format pairwise/unpaired)",
+            )
+        prompt = _prompt(_present(row, column), column)
+    except _Bad as bad:
+        raise RecordError(source, where, bad.field, bad.category, bad.detail) from None
+    return PromptRecord(prompt, origin=f"{source}:{where}")
 
 
 def _column_lookup(columns: Mapping[str, str] | None):
@@ -189,10 +220,8 @@ def _normalise(row: Mapping[str, Any], prompt_col: str, cols: list[str]) -> tupl
         return _split_implicit(
             values, cols, prompt_col, "null field" if prompt_col in row else "missing field"
         )
+    prompt = _prompt(prompt, prompt_col)
     if isinstance(prompt, str):
-        _text(prompt, prompt_col)
-        if not prompt.strip():
-            raise _Bad(prompt_col, "empty prompt")
         if all(isinstance(v, list) and _starts_with_prompt_turn(v) for v in values):
             # e.g. ultrafeedback_binarized: a prompt string plus full conversations in the completions
             messages, completions = _split_implicit(values, cols, prompt_col, "")
@@ -202,13 +231,23 @@ def _normalise(row: Mapping[str, Any], prompt_col: str, cols: list[str]) -> tupl
                 )
             return messages, completions
         return prompt, [_completion(v, c, conversational=False) for v, c in zip(values, cols, strict=True)]
+    completions = [_strip_prefix(v, prompt) for v in values]
+    return prompt, [_completion(v, c, conversational=True) for v, c in zip(completions, cols, strict=True)]
+
+
+def _prompt(prompt: Any, prompt_col: str) -> Text:
+    """A given (not implicit) prompt: non-empty text, or messages in turn order ending with a user turn.
+
+    The one check for every format, prompt-only records included."""
+    if isinstance(prompt, str):
+        _text(prompt, prompt_col)
+        if not prompt.strip():
+            raise _Bad(prompt_col, "empty prompt")
+        return prompt
     if isinstance(prompt, list):
         messages = _messages(prompt, prompt_col)
         _check_prompt_order(messages, prompt_col)
-        completions = [_strip_prefix(v, messages) for v in values]
-        return messages, [
-            _completion(v, c, conversational=True) for v, c in zip(completions, cols, strict=True)
-        ]
+        return messages
     raise _Bad(
         prompt_col, "wrong type", f"expected a string or a list of messages, got {type(prompt).__name__}"
     )

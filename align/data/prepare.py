@@ -21,14 +21,21 @@ from typing import Any
 
 import align
 from align.data.cards import load_card, load_card_records, split_records
-from align.data.records import BadRecordsError, LoadStats, PairRecord, RecordError, UnpairedRecord
-from align.data.sources import load_pairs, load_unpaired
+from align.data.records import (
+    BadRecordsError,
+    LoadStats,
+    PairRecord,
+    PromptRecord,
+    RecordError,
+    UnpairedRecord,
+)
+from align.data.sources import load_records
 from align.data.tokenize import TOKENIZE_VERSION, TokenizeConfig, Tokenizer, summarize
 from align.embedded import cache_dir
 from align.errors import DataError
 
 log = logging.getLogger("align.data")
-Record = PairRecord | UnpairedRecord
+Record = PairRecord | UnpairedRecord | PromptRecord
 
 
 @dataclass
@@ -42,12 +49,17 @@ class PreparedData:
     unpaired_from_pairs: bool = False  # KTO on pairwise data: each pair became two records
 
 
+NEEDS = {"pairwise": "pairs", "unpaired": "unpaired records (or pairs to unpair)"}
+
+
 def formats(data, card, want: str | None) -> tuple[str, bool]:
     """(format of the source, whether to unpair it) for a method that reads `want` records.
 
-    `data.format: auto` takes the card's format, else what the method reads. Unpaired methods
-    (KTO) unpair pairwise sources unless `data.unpair: false`; pairwise methods cannot use
-    unpaired sources."""
+    `want` is "pairwise", "unpaired", "prompts" (PPO: the prompts of a source of any format), or
+    None (the source's own records, for `align data inspect`). `data.format: auto` takes the
+    card's format, else what the method reads. Unpaired methods (KTO) unpair pairwise sources
+    unless `data.unpair: false`; pairwise methods cannot use unpaired sources; a prompt-only source
+    has nothing to learn a preference from, so it feeds prompt methods only."""
     where = str(card.path) if card is not None else data.path
     if card is not None:
         if data.format not in ("auto", card.format):
@@ -58,6 +70,14 @@ def formats(data, card, want: str | None) -> tuple[str, bool]:
     else:
         source = data.format if data.format != "auto" else (want or "pairwise")
     want = want or ("unpaired" if data.unpair else source)
+    if source == "prompts" and want != "prompts":
+        raise DataError(
+            where,
+            None,
+            "format",
+            f"this method needs {NEEDS[want]}; the source holds prompts only (prompt-only data is for "
+            "methods that sample their own responses: ppo)",
+        )
     if want == "pairwise" and (source == "unpaired" or data.unpair):
         raise DataError(where, None, "format", "this method needs pairs; the source holds unpaired records")
     unpairing = want == "unpaired" and source == "pairwise"
@@ -74,7 +94,8 @@ def _records(data, want: str | None) -> tuple[list[Record], list[Record], str, s
     """Train and held-out records (named split or seeded fraction), the source shown to the user,
     the data source named in errors, the load stats, and whether pairs were unpaired. Bad records
     are collected, not raised. Pairs to unpair are split into held-out and train first (both
-    halves of a pair stay on the same side)."""
+    halves of a pair stay on the same side); so are the pairs or unpaired records whose prompts
+    alone a prompt method reads."""
     stats = LoadStats()
     card = load_card(data.card) if data.card is not None else None
     source_format, unpairing = formats(data, card, want)
@@ -92,14 +113,15 @@ def _records(data, want: str | None) -> tuple[list[Record], list[Record], str, s
         fraction = data.heldout_fraction if data.heldout_fraction is not None else card.heldout_fraction
     else:
         source = data_source = data.path
-        cols = data.columns or None
-        kwargs = dict(columns=cols, on_bad_record="skip", stats=stats)
-        if source_format == "pairwise":
-            load = lambda role, split: load_pairs(data.path, split=split, **kwargs)[0]
-        else:
-            load = lambda role, split: load_unpaired(
-                data.path, split=split, label_threshold=data.label_threshold, **kwargs
-            )[0]
+        load = lambda role, split: load_records(
+            source_format,
+            data.path,
+            columns=data.columns or None,
+            split=split,
+            on_bad_record="skip",
+            stats=stats,
+            label_threshold=data.label_threshold,
+        )[0]
         named_eval = bool(data.eval_split)
         fraction = data.heldout_fraction if data.heldout_fraction is not None else 0.1
     train = load("train", data.split)
@@ -113,6 +135,9 @@ def _records(data, want: str | None) -> tuple[list[Record], list[Record], str, s
         log.info(
             "%s: %d training pairs unpaired into %d desirable + %d undesirable records", data_source, n, n, n
         )
+    if want == "prompts" and source_format != "prompts":
+        train, held = prompts_of(train), prompts_of(held)
+        log.info("%s: the prompts of %d %s training records", data_source, len(train), source_format)
     return train, held, source, data_source, stats, unpairing
 
 
@@ -123,6 +148,11 @@ def unpair(pairs: list[PairRecord]) -> list[UnpairedRecord]:
         out.append(UnpairedRecord(p.prompt, p.chosen, True, origin=f"{p.origin} (chosen)"))
         out.append(UnpairedRecord(p.prompt, p.rejected, False, origin=f"{p.origin} (rejected)"))
     return out
+
+
+def prompts_of(records: list[PairRecord] | list[UnpairedRecord]) -> list[PromptRecord]:
+    """Each record's prompt alone: a method that samples its own responses reads nothing else."""
+    return [PromptRecord(r.prompt, origin=r.origin) for r in records]
 
 
 def tokenizer_fingerprint(tok) -> str:
@@ -139,6 +169,9 @@ def tokenizer_fingerprint(tok) -> str:
 
 
 def _record_json(r: Record) -> str:
+    """A list per pair/unpaired record, an object per prompt-only one: the formats never collide."""
+    if isinstance(r, PromptRecord):
+        return json.dumps({"prompt": r.prompt}, sort_keys=True)
     if isinstance(r, UnpairedRecord):
         return json.dumps([r.prompt, r.completion, r.label], sort_keys=True)
     return json.dumps([r.prompt, r.chosen, r.rejected], sort_keys=True)
@@ -176,7 +209,8 @@ def prepare(
     data, tokenizer, accelerator=None, *, strict: bool = True, want: str | None = None
 ) -> PreparedData:
     """Load, split, tokenize (cached) and index examples for the recipe's `data:` section;
-    `want` is the record kind the method reads ("pairwise" / "unpaired"; None: the source's).
+    `want` is the record kind the method reads ("pairwise" / "unpaired" / "prompts"; None: the
+    source's own, see `formats`).
 
     `strict=False` (for `align data inspect`) returns what is good and leaves reporting the bad
     records (in `load_stats`) to the caller instead of raising for them.
@@ -258,7 +292,7 @@ def _tokenize(tk: Tokenizer, records: list[Record], bad: list[list[Any]]) -> lis
     out = []
     for r in records:
         try:
-            ex = tk.unpaired(r) if isinstance(r, UnpairedRecord) else tk.pair(r)
+            ex = {PairRecord: tk.pair, UnpairedRecord: tk.unpaired, PromptRecord: tk.prompt}[type(r)](r)
         except RecordError as e:
             bad.append([e.source, e.where, e.field, e.category, e.detail])
             continue

@@ -1,8 +1,9 @@
-"""Typed preference records: the one shape every source format is normalised into.
+"""Typed records: the one shape per source format (pairwise, unpaired, prompts) that rows become.
 
-A pairwise record is either *plain* (prompt/chosen/rejected are strings; no chat template) or
-*conversational* (prompt is a list of chat messages, chosen/rejected are lists of assistant
-messages). Implicit-prompt transcripts are converted into the conversational form by the parser.
+A record is either *plain* (prompt and completions are strings; no chat template) or
+*conversational* (prompt is a list of chat messages ending with a user turn, completions are lists
+of assistant messages). Implicit-prompt transcripts are converted into the conversational form by
+the parser. A prompt-only record (for PPO, which samples its own responses) has no completion.
 """
 
 from __future__ import annotations
@@ -38,6 +39,18 @@ class UnpairedRecord:
     prompt: Text
     completion: Text
     label: bool
+    origin: str = ""
+
+    @property
+    def conversational(self) -> bool:
+        return isinstance(self.prompt, list)
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """One prompt for a method that samples its own responses (PPO)."""
+
+    prompt: Text
     origin: str = ""
 
     @property

@@ -12,13 +12,14 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from align.data.parse import parse_pair, parse_unpaired
+from align.data.parse import parse_pair, parse_prompt, parse_unpaired
 from align.data.readers import READERS, Row, RowOrError, numbered
 from align.data.records import (
     BadRecordsError,
     LoadStats,
     OnBadRecord,
     PairRecord,
+    PromptRecord,
     RecordError,
     UnpairedRecord,
 )
@@ -28,6 +29,9 @@ log = logging.getLogger("align.data")
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
 UNPAIRED_FIELDS = ("prompt", "completion", "label")
+PROMPT_FIELDS = ("prompt",)
+FIELDS = {"pairwise": PAIR_FIELDS, "unpaired": UNPAIRED_FIELDS, "prompts": PROMPT_FIELDS}
+FORMATS = tuple(FIELDS)  # record formats a source (or data card) can hold
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 OFFLINE_HINT = (
     "offline alternatives: a local .jsonl/.json/.parquet/.csv file, "
@@ -82,6 +86,28 @@ def load_unpaired(
     return _load(source, parse, UNPAIRED_FIELDS, columns, split, on_bad_record, stats, base_dir)
 
 
+def load_prompts(
+    source: str,
+    *,
+    columns: Mapping[str, str] | None = None,
+    split: str | None = None,
+    on_bad_record: OnBadRecord = "error",
+    stats: LoadStats | None = None,
+    base_dir: Path | None = None,
+) -> tuple[list[PromptRecord], LoadStats]:
+    """Load prompt-only records (for PPO) with the same reading, skipping and logging as `load_pairs`."""
+    return _load(source, parse_prompt, PROMPT_FIELDS, columns, split, on_bad_record, stats, base_dir)
+
+
+def load_records(
+    fmt: str, source: str, *, label_threshold: float | None = None, **kwargs: Any
+) -> tuple[list[PairRecord] | list[UnpairedRecord] | list[PromptRecord], LoadStats]:
+    """Load the records of format `fmt` (one of FORMATS); `kwargs` as for `load_pairs`."""
+    if fmt == "unpaired":
+        return load_unpaired(source, label_threshold=label_threshold, **kwargs)
+    return {"pairwise": load_pairs, "prompts": load_prompts}[fmt](source, **kwargs)
+
+
 def _load(
     source: str,
     parse: Callable[..., T],
@@ -94,8 +120,10 @@ def _load(
 ) -> tuple[list[T], LoadStats]:
     unknown = sorted(set(columns or {}) - set(fields))
     if unknown:
+        other = [f for f, names in FIELDS.items() if names != fields and set(unknown) <= set(names)]
+        hint = f" (fields of {' or '.join(other)} records: set data.format)" if other else ""
         raise DataError(
-            source, None, "columns", f"unknown field(s) {unknown}; expected some of {list(fields)}"
+            source, None, "columns", f"unknown field(s) {unknown}; expected some of {list(fields)}{hint}"
         )
     if on_bad_record not in ("error", "skip"):
         raise DataError(source, None, "on_bad_record", f"expected 'error' or 'skip', got {on_bad_record!r}")

@@ -26,6 +26,8 @@ turn's tail without its `<|im_start|>role` header, and SmolLM2's BOS *is* `<|im_
   parts alone exceed `max_prompt_length`) drops the record, counted as `dropped_prompt_too_long`.
 - Plain-text prompts are cut from the left; a leading BOS is kept only when the tokenizer really
   prepends one to text (SmolLM2's does not).
+- Prompt-only records (for PPO, which samples its responses) take this same prompt path, chat
+  prompts ending with the generation prompt, and have no completion to cut.
 - Then the completions are cut from the right to fit `max_length`. A record whose completion
   becomes empty (log-ratio losses would be NaN) or whose chosen and rejected become identical (no
   preference left) is dropped and counted. Every kind of cut and drop has its own counter.
@@ -41,7 +43,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from align.data.records import Message, PairRecord, RecordError, Text, UnpairedRecord
+from align.data.records import Message, PairRecord, PromptRecord, RecordError, Text, UnpairedRecord
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
@@ -95,7 +97,7 @@ def record_error(origin: str, field: str | None, category: str, detail: str = ""
 
 
 class Tokenizer:
-    """Applies one TokenizeConfig with one tokenizer; `pair()` / `unpaired()` return id lists."""
+    """Applies one TokenizeConfig with one tokenizer; `pair()` / `unpaired()` / `prompt()` return id lists."""
 
     def __init__(self, tokenizer, config: TokenizeConfig) -> None:
         self.tok = tokenizer
@@ -297,3 +299,9 @@ class Tokenizer:
         if not c:
             return self._finish(events, None, "dropped_empty_completion")
         return self._finish(events, {"prompt_ids": p, "completion_ids": c, "label": rec.label})
+
+    def prompt(self, rec: PromptRecord) -> dict | None:
+        """{prompt_ids} (with the generation prompt, as sampling needs) or None when it must be dropped."""
+        events = Counter(records=1)
+        fitted = self._prompt(rec.prompt, rec.origin, events)
+        return self._finish(events, None if fitted is None else {"prompt_ids": fitted[1]})

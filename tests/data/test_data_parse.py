@@ -1,10 +1,11 @@
-"""parse_pair / parse_unpaired: every accepted format, and every rejection names source, place and field."""
+"""parse_pair / parse_unpaired / parse_prompt: every accepted format, and every rejection names source,
+place and field."""
 
 from __future__ import annotations
 
 import pytest
 
-from align.data.parse import RecordError, parse_pair, parse_unpaired
+from align.data.parse import RecordError, parse_pair, parse_prompt, parse_unpaired
 from align.errors import DataError
 
 
@@ -305,3 +306,59 @@ def test_unpaired_rating_without_threshold_says_how_to_fix_it(raw: object) -> No
         DataError, match=r"record 3: field 'label': rating without threshold: .*data.label_threshold"
     ):
         unpaired({"prompt": "q", "completion": "a", "label": raw})
+
+
+# --- prompt-only (PPO) ----------------------------------------------------------------------------
+
+
+def prompt_only(row: object, columns: dict | None = None):
+    return parse_prompt(row, source="prompts.csv", where="line 7", columns=columns)  # type: ignore[arg-type]
+
+
+def test_prompt_only_plain_and_chat() -> None:
+    rec = prompt_only({"prompt": "Name a colour.", "id": 4, "chosen": None})  # other columns ignored
+    assert (rec.prompt, rec.origin, rec.conversational) == ("Name a colour.", "prompts.csv:line 7", False)
+    chat = [sys("be brief"), user("hi"), bot("hello"), user("2+2?")]
+    rec = prompt_only({"prompt": [*chat[:1], {**chat[1], "name": "x"}, *chat[2:]]})
+    assert rec.prompt == chat and rec.conversational  # extra message keys dropped, as for pairs
+
+
+def test_prompt_only_column_mapping() -> None:
+    assert prompt_only({"question": "Why?"}, {"prompt": "question"}).prompt == "Why?"
+    conversation = [user("hi"), bot("hello"), user("tell me a joke")]
+    assert prompt_only({"messages": conversation}, {"prompt": "messages"}).prompt == conversation
+    with pytest.raises(DataError, match=r"prompts\.csv: line 7: field 'messages': missing field"):
+        prompt_only({"prompt": "q"}, {"prompt": "messages"})
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "category"),
+    [
+        ({"prompt": ""}, "prompt", "empty prompt"),
+        ({"prompt": " \n"}, "prompt", "empty prompt"),
+        ({"prompt": []}, "prompt", "empty prompt"),
+        ({"prompt": 3}, "prompt", "wrong type"),
+        ({"prompt": {"role": "user", "content": "q"}}, "prompt", "wrong type"),
+        ({"prompt": None}, "prompt", "null field"),
+        ({"question": "q"}, "prompt", "missing field"),
+        ({"prompt": "\ud800"}, "prompt", "invalid text"),
+        ({"prompt": [{"role": "robot", "content": "q"}]}, "prompt[0].role", "unknown role"),
+        ({"prompt": [{"role": "user", "content": 5}]}, "prompt[0].content", "wrong type"),
+        ({"prompt": [user("q"), bot("a")]}, "prompt", "roles out of order"),
+        ({"prompt": [user("q"), user("q2")]}, "prompt[1].role", "roles out of order"),
+        ({"prompt": [bot("a"), user("q")]}, "prompt[0].role", "roles out of order"),
+    ],
+)
+def test_prompt_only_rejections_name_source_line_and_field(row: dict, field: str, category: str) -> None:
+    with pytest.raises(RecordError) as info:
+        prompt_only(row)
+    err = info.value
+    assert str(err).startswith(f"prompts.csv: line 7: field '{field}': {category}"), str(err)
+    assert (err.field, err.category) == (field, category)
+
+
+def test_prompt_only_missing_column_says_how_to_map_it() -> None:
+    with pytest.raises(RecordError, match=r"row has columns 'chosen', 'rejected'; name the prompt column"):
+        prompt_only({"chosen": "\n\nHuman: q\n\nAssistant: a", "rejected": "\n\nHuman: q\n\nAssistant: b"})
+    with pytest.raises(RecordError, match="not an object"):
+        prompt_only(["q"])

@@ -1,4 +1,5 @@
-"""read_rows / load_pairs / load_unpaired over every local format, skip mode and offline errors."""
+"""read_rows / load_pairs / load_unpaired / load_prompts over every local format, skip mode and offline
+errors."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from align.data.records import LoadStats
-from align.data.sources import load_pairs, load_unpaired, read_rows
+from align.data.sources import load_pairs, load_prompts, load_records, load_unpaired, read_rows
 from align.errors import DataError
 
 ROWS = [
@@ -196,3 +197,63 @@ def test_hub_dataset_is_iterated_with_record_numbers(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(datasets, "load_dataset", fake)
     records, _ = load_pairs("org/ds", split="validation")
     assert calls == [("org/ds", "validation")] and records[2].origin == "org/ds:row 3"
+
+
+CHAT = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+PROMPT_ROWS = [
+    {"q": "Name a colour.", "id": 1},
+    {"q": [*CHAT, {"role": "user", "content": "Tell me a joke."}], "id": 2},
+    {"q": "  ", "id": 3},  # bad: empty prompt
+    {"q": [*CHAT], "id": 4},  # bad: ends with the assistant
+]
+
+
+def _write_prompts(tmp_path: Path, kind: str) -> tuple[Path, list[str]]:
+    """PROMPT_ROWS in one local format, and the positions the reader gives rows 3 and 4."""
+    import datasets
+    import pandas as pd
+
+    path = tmp_path / f"prompts{kind}"
+    if kind == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in PROMPT_ROWS))
+        return path, ["line 3", "line 4"]
+    if kind == ".json":
+        path.write_text(json.dumps(PROMPT_ROWS))
+        return path, ["record 3", "record 4"]
+    if kind == ".csv":  # text cells only: the conversation rows become plain strings
+        pd.DataFrame({"q": ["Name a colour.", "Why?", "  ", "Ok"], "id": [1, 2, 3, 4]}).to_csv(
+            path, index=False
+        )
+        return path, ["line 4"]
+    # parquet and save_to_disk need one column type: messages everywhere (an empty list is bad)
+    rows = [
+        {"q": [{"role": "user", "content": t}] if t else [], "id": i}
+        for i, t in enumerate(["a", "b", "", "c"])
+    ]
+    if kind == ".parquet":
+        pd.DataFrame(rows).to_parquet(path)
+    else:
+        datasets.Dataset.from_list(rows).save_to_disk(str(path))
+    return path, ["row 3"]
+
+
+@pytest.mark.parametrize("kind", [".jsonl", ".json", ".csv", ".parquet", "_dir"])
+def test_prompts_load_from_every_local_format(tmp_path: Path, kind: str) -> None:
+    path, bad = _write_prompts(tmp_path, kind)
+    records, stats = load_prompts(str(path), columns={"prompt": "q"}, on_bad_record="skip")
+    assert stats.read == 4 and stats.kept == 4 - len(bad) == len(records)
+    assert [e[1].split(": field")[0] for kept in stats.examples.values() for e in kept] == [
+        f"{path}: {where}" for where in bad
+    ]
+    assert all(r.origin.startswith(f"{path}:") for r in records)
+    if kind == ".jsonl":
+        assert records[0].prompt == "Name a colour." and records[1].prompt[-1]["content"] == "Tell me a joke."
+        assert stats.skipped == {"empty prompt": 1, "roles out of order": 1}
+    same, _ = load_records("prompts", str(path), columns={"prompt": "q"}, on_bad_record="skip")
+    assert same == records
+    with pytest.raises(
+        DataError,
+        match=r"field 'columns': unknown field\(s\) \['chosen'\]; expected some of \['prompt'\] "
+        r"\(fields of pairwise records: set data.format\)",
+    ):
+        load_prompts(str(path), columns={"chosen": "q"})
