@@ -117,7 +117,7 @@ def _common(cfg: PPOBenchConfig, name: str) -> dict[str, Any]:
         "precision": "fp32",
         "model": {"name": cfg.model, "dtype": "auto", "gradient_checkpointing": False},
         "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": 0.0, "target_modules": "all-linear"},
-        "data": {"path": cfg.records, "heldout_fraction": 0.0},
+        "data": {"path": cfg.records, "format": "pairwise", "heldout_fraction": 0.0},
         "optim": {"lr": cfg.lr, "scheduler": "constant", "warmup_steps": 0, "weight_decay": 0.0},
         "log": {"trackers": []},
         "report": {"eval_before": False},

@@ -172,11 +172,13 @@ def test_ours_recipes_load_as_a_user_recipe_with_the_bench_settings(tmp_path):
         path = tmp_path / f"{data['method']}.yaml"
         path.write_text(yaml.safe_dump(data))
         r = load_recipe(path, overrides)  # every key exists, in range, and the methods accept them
-        assert (r.train.per_device_batch_size, r.precision, r.lora.dropout) == (8, "fp32", 0.0)
+        rollout = r.train.per_device_batch_size * r.train.gradient_accumulation_steps
+        assert (rollout, r.precision, r.lora.dropout) == (8, "fp32", 0.0)
         assert r.data.path == cfg.records and r.data.heldout_fraction == 0.0
     assert r.method == "reward" and r.train.max_steps == 1
     ppo = load_recipe(tmp_path / "ppo.yaml", ["ppo.top_k=5"])
     assert (ppo.beta, ppo.train.max_steps, ppo.ppo.top_k) == (0.07, cfg.total_steps, 5)
+    assert ppo.train.per_device_batch_size == cfg.ours_micro_batch == 2  # update rows per forward
     assert (ppo.ppo.max_new_tokens, ppo.ppo.epochs, ppo.ppo.minibatches, ppo.ppo.temperature) == (
         64,
         4,
