@@ -43,13 +43,25 @@ class PPOBatch:
             }
         )
 
-    def select(self, rows: torch.Tensor, tokens: float, n_rows: float) -> PPOBatch:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        for k, v in out.items():
+    def select(self, rows: torch.Tensor, tokens: float, n_rows: float, width: tuple[int, int]) -> PPOBatch:
+        """Rows `rows`, cut to `width` = (prompt columns, response columns) they need: columns that
+        are padding in every selected row (left of the longest prompt, right of the longest
+        response) cost a forward and backward for nothing."""
+        keep_p, keep_r = width
+        tp = self.input_ids.shape[1] - self.response_ids.shape[1]
+        seq = slice(tp - keep_p, tp + keep_r)
+        out: dict = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
             if isinstance(v, torch.Tensor):
-                out[k] = v[rows]
+                v = v[rows.to(v.device)]
+                v = v[:, seq] if f.name in SEQUENCE_FIELDS else v[:, :keep_r]
+            out[f.name] = v
         out.update(tokens=tokens, rows=n_rows)
         return PPOBatch(**out)
+
+
+SEQUENCE_FIELDS = ("input_ids", "attention_mask", "position_ids")
 
 
 @dataclass
@@ -120,7 +132,8 @@ def minibatch_updates(
     into micro-batches of at most `micro` rows: [(micro-batches, rows in the minibatch), ...].
     Each micro-batch carries its minibatch's token and row counts (token-mean normalisation)."""
     n = batch.input_ids.shape[0]
-    mask_rows = batch.mask.sum(1).cpu()
+    mask_rows = batch.mask.sum(1).cpu()  # one host copy per rollout batch: widths known on the host
+    prompt_rows = batch.attention_mask.sum(1).cpu() - mask_rows
     out = []
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator)
@@ -128,7 +141,15 @@ def minibatch_updates(
             if mb.numel() == 0:
                 continue
             tokens = float(mask_rows[mb].sum())
-            micros = [batch.select(rows, tokens, float(mb.numel())) for rows in mb.split(micro)]
+            micros = [
+                batch.select(
+                    rows,
+                    tokens,
+                    float(mb.numel()),
+                    (int(prompt_rows[rows].max()), int(mask_rows[rows].max())),
+                )
+                for rows in mb.split(micro)
+            ]
             out.append((micros, float(mb.numel())))
     return out
 

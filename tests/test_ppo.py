@@ -288,3 +288,40 @@ def test_methods_that_need_completions_refuse_prompt_only_data(tmp_path, method)
         r = load_recipe(REWARD, [f"output_dir={tmp_path}", "data.card=align_prompts_v1"])
         with pytest.raises(DataError, match=r"align_prompts_v1.md: field 'format': this method needs pairs"):
             run(r)
+
+
+def test_trimmed_micro_batches_score_like_the_whole_batch():
+    """A micro-batch drops the columns that are padding in all its rows; its log-probs, entropies
+    and values equal those of the same rows in the full-width batch."""
+    from model_helpers import randomize_lora_b
+
+    from align.adapters import ScalarHead
+    from align.experience import PPOBatch
+    from align.models import add_lora, tiny_model
+    from align.ppo import PPOModule
+    from align.recipe import LoraConfig
+    from align.rollout import Rollout, left_pad
+
+    peft_model = add_lora(tiny_model(seed=4), LoraConfig(r=2, alpha=4, dropout=0.0))
+    randomize_lora_b(peft_model)
+    module = PPOModule(peft_model, ScalarHead(64, seed=1), "default", temperature=0.7, chunk=16).eval()
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15]]
+    resp = torch.tensor([[20, 21, 2, 2, 2], [22, 23, 24, 25, 26], [27, 2, 2, 2, 2]])
+    r = Rollout(*left_pad(prompts, 2), resp, torch.tensor([3, 5, 2]), torch.tensor([True, False, True]))
+    ids, att, pos = r.sequences()
+    z = torch.zeros(3, 5)
+    full = PPOBatch(ids, att, pos, resp, r.response_mask(), z, z, z, z)
+    with torch.no_grad():
+        want = module(ids, att, pos, resp)
+        rows = torch.tensor([1, 2])  # prompts of 2 and 3 tokens, responses of 5 and 2
+        part = full.select(rows, tokens=7.0, n_rows=2.0, width=(3, 5))
+        assert part.input_ids.shape == (2, 8) and part.tokens == 7.0
+        got = module(part.input_ids, part.attention_mask, part.position_ids, part.response_ids)
+        short = full.select(torch.tensor([2]), 2.0, 1.0, width=(3, 2))
+        assert short.input_ids.shape == (1, 5) and short.mask.shape == (1, 2)
+        got_short = module(short.input_ids, short.attention_mask, short.position_ids, short.response_ids)
+    for w, g in zip(want, got):
+        m = r.response_mask()[rows]
+        torch.testing.assert_close(g[m], w[rows][m], atol=1e-5, rtol=0)
+    for w, g in zip(want, got_short):
+        torch.testing.assert_close(g[0], w[2, :2], atol=1e-5, rtol=0)
