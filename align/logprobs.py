@@ -269,11 +269,14 @@ def _per_sequence(tok: torch.Tensor, sel: torch.Tensor) -> SeqLogps:
     return SeqLogps(sum=sums, n_tokens=sel.sum(dim=1).to(tok.dtype))
 
 
-def _logps_entropy(lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature: float):
+def _logps_entropy(
+    lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature: float, entropy_grad: bool
+):
     logits = lm_head(hidden).float() / temperature
     lse = torch.logsumexp(logits, dim=-1)
     logp = logits.gather(-1, targets[:, None]).squeeze(-1) - lse
-    entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+    e_logits, e_lse = (logits, lse) if entropy_grad else (logits.detach(), lse.detach())
+    entropy = e_lse - (torch.softmax(e_logits, dim=-1) * e_logits).sum(-1)
     return logp, entropy
 
 

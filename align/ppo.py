@@ -150,7 +150,12 @@ class PPOModule(nn.Module):
         n, tr = response_ids.shape
         pred = hidden[:, -tr - 1 : -1]  # position t-1 predicts response token t
         logp, ent = token_logps_entropy(
-            self.lm_head, pred.reshape(n * tr, -1), response_ids.reshape(-1), self.chunk, self.temperature
+            self.lm_head,
+            pred.reshape(n * tr, -1),
+            response_ids.reshape(-1),
+            self.chunk,
+            self.temperature,
+            self.entropy_grad,
         )
         return logp.view(n, tr), ent.view(n, tr), pred
 

@@ -150,7 +150,9 @@ def wire_ppo(r, method, data, tokenizer, accelerator, peft_model, total, plan, m
     from align.ppo import POLICY, VALUE, PPOModule, PPOPhase, PromptIndices, RewardSource, build_roles
 
     head, value_adapter, (reward_head, _) = build_roles(r, method, peft_model, r.output_dir)
-    module = PPOModule(peft_model, head, value_adapter, r.ppo.temperature, r.train.chunk_tokens)
+    module = PPOModule(
+        peft_model, head, value_adapter, r.ppo.temperature, r.train.chunk_tokens, r.ppo.entropy_coef > 0
+    )
     optimizer, scheduler = optimizer_for(r, module, total * method.updates_per_step)
     model, optimizer = accelerator.prepare(module, optimizer)
     reward = RewardSource(peft_model, reward_head, r.ppo, tokenizer, accelerator.device)

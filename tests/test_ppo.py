@@ -325,3 +325,23 @@ def test_trimmed_micro_batches_score_like_the_whole_batch():
         torch.testing.assert_close(g[m], w[rows][m], atol=1e-5, rtol=0)
     for w, g in zip(want, got_short):
         torch.testing.assert_close(g[0], w[2, :2], atol=1e-5, rtol=0)
+
+
+def test_token_logps_and_entropy_at_a_temperature():
+    """log p and entropy of softmax(logits / T), by hand; without an entropy bonus the entropy is a
+    detached metric (same values), so its softmax stays out of the backward pass."""
+    from align.logprobs import token_logps_entropy
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=False)
+    hidden = torch.randn(5, 8, requires_grad=True)
+    targets = torch.tensor([1, 7, 3, 49, 0])
+    logp, ent = token_logps_entropy(head, hidden, targets, chunk_tokens=2, temperature=0.7)
+    logits = head(hidden) / 0.7
+    want = torch.log_softmax(logits, -1)
+    torch.testing.assert_close(logp, want[torch.arange(5), targets])
+    torch.testing.assert_close(ent, -(want.exp() * want).sum(-1))
+    assert ent.requires_grad
+    logp2, ent2 = token_logps_entropy(head, hidden, targets, 2, 0.7, entropy_grad=False)
+    torch.testing.assert_close(ent2, ent.detach())
+    assert logp2.requires_grad and not ent2.requires_grad
