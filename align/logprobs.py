@@ -286,15 +286,16 @@ def token_logps_entropy(
     targets: torch.Tensor,
     chunk_tokens: int,
     temperature: float = 1.0,
+    entropy_grad: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p(target_k), entropy of the distribution) at K positions, of the softmax of the logits
     divided by `temperature` (PPO scores its samples under the distribution they came from);
-    chunked over K like `completion_token_logps`, recomputed in backward."""
+    chunked over K like `completion_token_logps`, recomputed in backward. `entropy_grad` False: the
+    entropy is a metric only (no entropy bonus), and its softmax stays out of the backward pass."""
     chunks = list(zip(hidden.split(chunk_tokens), targets.split(chunk_tokens)))
+    args = (temperature, entropy_grad)
     if torch.is_grad_enabled() and hidden.shape[0] > chunk_tokens:
-        parts = [
-            checkpoint(_logps_entropy, lm_head, h, t, temperature, use_reentrant=False) for h, t in chunks
-        ]
+        parts = [checkpoint(_logps_entropy, lm_head, h, t, *args, use_reentrant=False) for h, t in chunks]
     else:
-        parts = [_logps_entropy(lm_head, h, t, temperature) for h, t in chunks]
+        parts = [_logps_entropy(lm_head, h, t, *args) for h, t in chunks]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
