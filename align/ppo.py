@@ -135,9 +135,16 @@ class PPOModule(nn.Module):
     values) so DDP sees one forward per backward. Scoring helpers run without grad."""
 
     def __init__(
-        self, peft_model, value_head: ScalarHead, value_adapter: str, temperature: float, chunk: int
+        self,
+        peft_model,
+        value_head: ScalarHead,
+        value_adapter: str,
+        temperature: float,
+        chunk: int,
+        entropy_grad: bool = True,
     ):
         super().__init__()
+        self.entropy_grad = entropy_grad  # False without an entropy bonus: the entropy is a metric
         self.model, self.value_head = peft_model, value_head
         self.value_adapter, self.temperature, self.chunk = value_adapter, temperature, chunk
         self.lm_head = peft_model.get_base_model().get_output_embeddings()
