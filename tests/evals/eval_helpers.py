@@ -7,7 +7,9 @@ from pathlib import Path
 
 from judge_server import JudgeServer
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "mt_bench"  # FastChat's MT-Bench files
+SHARED = (
+    Path(__file__).resolve().parent / "fastchat_mt_bench"
+)  # FastChat's MT-Bench files (Apache-2.0, see NOTICE.md)
 
 
 def write_questions(path: Path, n_per_category: int = 1, categories=("writing", "math", "stem")) -> Path:
