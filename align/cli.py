@@ -75,13 +75,18 @@ def _sharded(model) -> bool:
     return any(isinstance(p, DTensor) for p in model.parameters())
 
 
+_EXIT_HARD = False  # set once this process has been part of a process group
+
+
 def _leave_group() -> None:
     """Every rank leaves the process group together, then the main one reports. Without this the
     other ranks exit while the main one still generates its samples, and a rank's teardown can
     race its peers' (a launcher of several machines waits for every rank to exit)."""
+    global _EXIT_HARD
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        _EXIT_HARD = True
         dist.barrier()
         dist.destroy_process_group()
 
@@ -185,6 +190,21 @@ def _setup_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _main(argv)
+    if _EXIT_HARD:
+        # A worker of a multi-process run, everything written and the group left: skip the
+        # interpreter's teardown. There, DDP's reducer destroys the gloo process group, whose
+        # destructor joins a gloo thread while holding the GIL that thread waits for (seen as a
+        # rank that never exits, once in a few full-suite runs; torch 2.13).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
+    global _EXIT_HARD
     args = parse_args(argv)
     try:
         _setup_logging()
@@ -201,3 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         print(redact(traceback.format_exc()).rstrip(), file=sys.stderr)
         return 1
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():  # a rank that failed or stopped early
+            _EXIT_HARD = True
