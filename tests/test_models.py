@@ -6,7 +6,7 @@ import pytest
 import torch
 from model_helpers import nontrivial_lora, random_pairs, tiny_causal_lm
 
-from align.embedded import GGUF_SHA256, _sha256, cache_dir, embedded_model_dir
+from align.embedded import GGUF_SHA256, cache_dir, embedded_model_dir, file_sha256
 from align.errors import ModelError
 from align.logprobs import SequenceScorer
 from align.models import disable_dropout, load_model, load_tokenizer, tiny_model
@@ -18,7 +18,7 @@ def test_embedded_gguf_checksum_and_cached_safetensors():
     assert (out / "model.safetensors").exists()
     assert not list(out.glob("*.bin")), "weights must be safetensors only"
     gguf = cache_dir() / "gguf" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    assert _sha256(gguf) == GGUF_SHA256
+    assert file_sha256(gguf) == GGUF_SHA256
 
 
 def test_embedded_model_answers_a_factual_question():

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from align.data.tokenize import CHATML
+from align.embedded import file_sha256
 from align.errors import AlignError
 from align.recipe import ModelConfig, Recipe
 
@@ -53,14 +54,6 @@ class ModelRef:
         if self.chat_template is not None:
             out["chat_template_sha256"] = hashlib.sha256(self.chat_template.encode()).hexdigest()[:16]
         return out
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def adapter_dir(run_dir: Path) -> Path:
