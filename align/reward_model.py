@@ -166,6 +166,7 @@ def reward_function(run_dir: str | Path, device: str = "cpu", batch_size: int = 
 
     from peft import PeftModel
 
+    from align.data.batches import pad_sequences
     from align.models import load_model, load_tokenizer
     from align.recipe import ModelConfig
 
@@ -181,22 +182,15 @@ def reward_function(run_dir: str | Path, device: str = "cpu", batch_size: int = 
     def score(prompts: list[str], responses: list[str]) -> list[float]:
         out: list[float] = []
         for start in range(0, len(prompts), batch_size):
-            rows = []
+            chats, replies = [], []
             for p, r in zip(prompts[start : start + batch_size], responses[start : start + batch_size]):
                 chat = tok.apply_chat_template(
                     [{"role": "user", "content": p}], add_generation_prompt=True, return_dict=True
                 )
-                rows.append(
-                    list(chat["input_ids"])
-                    + tok(r, add_special_tokens=False)["input_ids"]
-                    + [tok.eos_token_id]
-                )
-            width = max(map(len, rows))
-            ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-            att = torch.zeros_like(ids)
-            for i, row in enumerate(rows):
-                ids[i, : len(row)], att[i, : len(row)] = torch.tensor(row), 1
-            out += scorer(ids.to(device), att.to(device)).float().cpu().tolist()
+                chats.append(list(chat["input_ids"]))
+                replies.append(tok(r, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
+            batch = pad_sequences(chats, replies, tok.pad_token_id)
+            out += scorer(batch.input_ids.to(device), batch.attention_mask.to(device)).float().cpu().tolist()
         return out
 
     return score
