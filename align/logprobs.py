@@ -43,7 +43,7 @@ def completion_token_logps(
     return torch.cat([_token_logps(lm_head, h, t) for h, t in chunks])
 
 
-def _causal_lm(model: nn.Module) -> nn.Module:
+def causal_lm(model: nn.Module) -> nn.Module:
     """The transformers CausalLM inside a PEFT wrapper (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
@@ -126,7 +126,7 @@ class SequenceScorer(nn.Module):
         self.model = model
         self.chunk_tokens = chunk_tokens
         self.gradient_checkpointing = gradient_checkpointing
-        lm = _causal_lm(model)
+        lm = causal_lm(model)
         cfg = getattr(lm, "config", None)
         # A cheap pre-filter for known logit post-processing; `verify` is the general check.
         self.fast = (
@@ -143,7 +143,7 @@ class SequenceScorer(nn.Module):
     def _no_split_modules(self) -> list[str] | None:
         """The decoder-layer classes of the wrapped model: what FSDP's TRANSFORMER_BASED_WRAP makes
         its units (Accelerate reads this from the module it prepares, i.e. this one)."""
-        names = getattr(_causal_lm(self.model), "_no_split_modules", None)
+        names = getattr(causal_lm(self.model), "_no_split_modules", None)
         return list(names) if names else None
 
     def forward(
@@ -157,7 +157,7 @@ class SequenceScorer(nn.Module):
         completion_len: torch.Tensor | None = None,
         packed: dict[str, torch.Tensor] | None = None,
     ) -> SeqLogps:
-        lm = _causal_lm(self.model)
+        lm = causal_lm(self.model)
         cache_dropped = self.gradient_checkpointing and torch.is_grad_enabled()
         if self.fast and self.layout == "packed" and packed is not None:
             return self._packed(lm, packed)
@@ -237,7 +237,7 @@ class SequenceScorer(nn.Module):
         finally:
             self.fast, self.layout = fast, layout
             call.train(was_training)
-        lm = _causal_lm(self.model)
+        lm = causal_lm(self.model)
         tol = _tolerance(self._logits_dtype, lm.get_output_embeddings().weight.dtype)
         ok = [not bad for bad in any_rank(torch.tensor([e > tol for e in errors], device=want.sum.device))]
         if not ok[0]:

@@ -16,11 +16,7 @@ from torch import nn
 
 from align.adapters import HEAD_FILE, ScalarHead, use_adapter
 from align.errors import RecipeError
-from align.logprobs import packed_hidden
-
-
-def _causal_lm(model: nn.Module) -> nn.Module:
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+from align.logprobs import causal_lm, packed_hidden
 
 
 def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -32,7 +28,7 @@ def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tens
 
 def backbone_hidden(model: nn.Module, input_ids, attention_mask, position_ids=None) -> torch.Tensor:
     """Last hidden states of the decoder (no LM head) of a (PEFT) causal LM."""
-    lm = _causal_lm(model)
+    lm = causal_lm(model)
     out = lm.base_model(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
     )
@@ -51,12 +47,12 @@ class RewardScorer(nn.Module):
     ) -> None:
         super().__init__()
         self.model, self.head, self.adapter, self.layout = model, head, adapter, layout
-        cfg = getattr(_causal_lm(model), "config", None)
+        cfg = getattr(causal_lm(model), "config", None)
         self.attn = getattr(cfg, "_attn_implementation", None) or "sdpa"
 
     @classmethod
     def fresh(cls, peft_model: nn.Module, seed: int, layout: str = "padded") -> RewardScorer:
-        hidden = _causal_lm(peft_model).config.hidden_size
+        hidden = causal_lm(peft_model).config.hidden_size
         head = ScalarHead(hidden, seed).to(next(peft_model.parameters()).device)
         return cls(peft_model, head, layout=layout)
 
@@ -64,7 +60,7 @@ class RewardScorer(nn.Module):
         role = use_adapter(self.model, self.adapter) if self.adapter else contextlib.nullcontext()
         with role:
             if packed is not None and self.layout == "packed":
-                hidden = packed_hidden(_causal_lm(self.model), packed, self.attn)
+                hidden = packed_hidden(causal_lm(self.model), packed, self.attn)
                 return self.head(hidden.index_select(0, packed["last"]))
             hidden = backbone_hidden(self.model, input_ids, attention_mask, position_ids)
         return self.head(last_token(hidden, attention_mask))
