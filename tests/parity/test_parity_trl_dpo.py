@@ -268,7 +268,7 @@ def _check_against_trl(
 
     out = get_objective(objective).fn(PairBatch.split(policy), PairBatch.split(reference), beta, **kwargs)
     ours = out.loss.mean()
-    torch.testing.assert_close(ours.detach(), trl_loss.detach(), atol=ATOL, rtol=0, msg=layout)
+    torch.testing.assert_close(ours.detach(), trl_loss.detach(), atol=ATOL, rtol=1e-6, msg=layout)  # IPO: ~25
     ours.backward()
     our_grads = _lora_grads(model)
     assert our_grads.keys() == trl_grads.keys()
