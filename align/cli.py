@@ -5,7 +5,7 @@ key=v1,v2 ...` (the last two in align/evals/cli.py).
 Works as `align ...`, `python -m align ...` and `accelerate launch -m align ...`. User errors
 (bad recipe, bad record, unreachable model) print one clear line and exit 2, no traceback; Ctrl-C
 prints `align: interrupted` and exits 130; anything else is a bug: its traceback, exit 1.
-Everything printed passes through `align.secrets.redact`, so a token never reaches the terminal.
+Everything printed passes through `align.util.secrets.redact`, so a token never reaches the terminal.
 """
 
 from __future__ import annotations
@@ -19,20 +19,20 @@ import traceback
 from typing import NoReturn
 
 from align import __version__
-from align.errors import AlignError, Interrupted
-from align.secrets import install_log_filter, redact
+from align.util.errors import AlignError, Interrupted
+from align.util.secrets import install_log_filter, redact
 
 
 def _train(args: argparse.Namespace) -> int:
-    from align import preflight
-    from align.recipe import load_recipe
+    from align.engine import preflight
+    from align.methods import load_recipe
 
     t0 = time.perf_counter()
     recipe = load_recipe(args.recipe, args.overrides)  # validated before any model loads
     if args.resume:
         recipe.resume = True
     preflight.check(recipe)  # what needs the model's config (not its weights): target modules, ...
-    from align.report import generate, metrics_table
+    from align.engine.report import generate, metrics_table
     from align.train import run
 
     summary = run(recipe, overwrite=args.overwrite)
@@ -62,7 +62,7 @@ def _train(args: argparse.Namespace) -> int:
             )
             say(f"  {label}: {text!r}")
     if recipe.hub.push:  # after the final save, main process only
-        from align.hub import describe, push_from_recipe
+        from align.hub.push import describe, push_from_recipe
 
         say(describe(push_from_recipe(recipe.output_dir, recipe.hub)))
     return 0
@@ -92,7 +92,7 @@ def _leave_group() -> None:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from align.hub import describe, push_run
+    from align.hub.push import describe, push_run
 
     result = push_run(
         args.run_dir,
@@ -108,9 +108,10 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from align.inspect import inspect
+    from align.data.inspect import inspect
+    from align.models import load as models
 
-    print(inspect(args.source, args.recipe, args.overrides))
+    print(inspect(args.source, args.recipe, args.overrides, lambda spec: models.load_tokenizer(spec)))
     return 0
 
 

@@ -20,7 +20,10 @@ from typing import Any, Literal
 
 import yaml
 
-from align.errors import RecipeError
+from align.util.errors import RecipeError
+
+# Every method's name (align/methods/ holds each one's checks and wiring; a test keeps the two equal).
+METHOD_NAMES = ("dpo", "cdpo", "ipo", "hinge", "kto", "reward", "ppo")
 
 INT_MAX = 2**31 - 1  # counts and sizes end up in torch/numpy int32/int64 code paths
 AttnImplementation = Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"]
@@ -131,8 +134,8 @@ class TrainConfig:
     keep_checkpoints: int = ranged(2, EVERY)  # 0 = keep all
     log_every: int = ranged(1, COUNT)
     chunk_tokens: int = ranged(1024, COUNT)  # LM-head chunk size in the log-prob path
-    layout: Literal["auto", "packed", "shared", "padded"] = "auto"  # how pairs run (align/logprobs.py)
-    compile: bool = False  # torch.compile each decoder layer (align/models.py: compile_layers)
+    layout: Literal["auto", "packed", "shared", "padded"] = "auto"  # how pairs run (align/models/logprobs.py)
+    compile: bool = False  # torch.compile each decoder layer (align/models/load.py: compile_layers)
     pack_tokens: int = ranged(512, COUNT)  # packed layout: tokens per row (at least the longest pair)
     progress: bool = True
     max_bad_steps: int = ranged(3, COUNT)  # consecutive non-finite steps (skipped) before the run stops
@@ -150,7 +153,7 @@ class RewardConfig:
 
 @dataclass
 class PPOConfig:
-    """`method: ppo` (align/ppo.py). `beta` (top level) is the KL coefficient (initial, if adaptive).
+    """`method: ppo` (align/methods/ppo.py). `beta` (top level) is the KL coefficient (initial, if adaptive).
     Defaults follow Huang et al. 2024, "The N+ Implementation Details of RLHF with PPO"."""
 
     reward_run: str | None = None  # a `method: reward` run directory (same base model)
@@ -198,7 +201,7 @@ class ReportConfig:
 
 @dataclass
 class HubConfig:
-    """Push the run to a Hugging Face-compatible hub when `align train` finishes (align/hub.py)."""
+    """Push the run to a Hugging Face-compatible hub when `align train` finishes (align/hub/push.py)."""
 
     push: bool = False
     repo_id: str | None = None  # namespace/name; needed when push is true
@@ -220,7 +223,7 @@ class Recipe:
     seed: int = ranged(0, "[0, 4294967295]")  # numpy's seed range
     resume: bool | Literal["auto"] = False
     cpu: bool | None = None  # None: use CUDA when present
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # see align/precision.py
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # see align/engine/precision.py
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -396,12 +399,12 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
-def load_recipe(
-    path: str | Path | None, overrides: list[str] | None = None, *, check_method: bool = True
-) -> Recipe:
-    """Load YAML (safe_load), apply dotted overrides, validate everything; `check_method=False`
-    leaves out the method's own checks, for tools that read only the data and model sections
-    (`align data inspect` of a prompt-only file under the default method)."""
+def read_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
+    """Load YAML (safe_load), apply dotted overrides, check the schema: keys, types, ranges, the
+    method's name and the cross-field rules every method shares. The method's own checks live with
+    the methods (align.methods.load_recipe runs both); reading alone serves tools that look only at
+    the data and model sections (`align data inspect` of a prompt-only file under the default
+    method)."""
     data: Any = {}
     where = str(path or "recipe")
     if path is not None:
@@ -421,18 +424,16 @@ def load_recipe(
         recipe = build(Recipe, data)
     except RecipeError as e:
         raise RecipeError(f"{path}: {e}" if path else str(e)) from None
-    validate(recipe, where, check_method=check_method)
+    validate(recipe, where)
     return recipe
 
 
-def validate(r: Recipe, where: str, *, check_method: bool = True) -> None:
+def validate(r: Recipe, where: str) -> None:
     """Cross-field checks that need no model (per-field ranges are checked by `build`)."""
-    from align.methods import METHODS
-
-    if r.method not in METHODS:
-        raise RecipeError(f"{where}: method: unknown method '{r.method}'{_suggest(r.method, list(METHODS))}")
-    if check_method:
-        METHODS[r.method].check_recipe(r, where)
+    if r.method not in METHOD_NAMES:
+        raise RecipeError(
+            f"{where}: method: unknown method '{r.method}'{_suggest(r.method, list(METHOD_NAMES))}"
+        )
     if (r.data.card is None) == (r.data.path is None):
         raise RecipeError(f"{where}: data: set exactly one of data.card or data.path")
     _validate_hub(r.hub, where)
@@ -444,7 +445,7 @@ def validate(r: Recipe, where: str, *, check_method: bool = True) -> None:
 
 
 def _validate_hub(hub: HubConfig, where: str) -> None:
-    from align.offline import is_repo_id
+    from align.util.offline import is_repo_id
 
     if hub.push and hub.repo_id is None:
         raise RecipeError(f"{where}: hub.repo_id: hub.push is true but no repo id is given (namespace/name)")

@@ -13,7 +13,7 @@ import inspect
 import math
 from collections.abc import Callable, Sequence
 
-from align.errors import RecipeError
+from align.util.errors import RecipeError
 
 RewardFn = Callable[..., Sequence[float]]
 

@@ -14,17 +14,13 @@ from typing import Any
 
 import torch
 
-from align import precision
-from align.checkpoint import dumps_json, git_sha, package_versions, write_text_atomic
 from align.data.batches import BatchPlan
 from align.data.prepare import PreparedData, label_counts, prepare
-from align.errors import RecipeError
-from align.loop import LoopParts, train, write_metrics
-from align.methods import build_method
-from align.models import add_lora, compile_layers, disable_dropout, load_model, load_tokenizer
-from align.precision import Precision
-from align.recipe import Recipe, dump_recipe
-from align.run_dir import (
+from align.engine import precision
+from align.engine.checkpoint import git_sha, package_versions
+from align.engine.loop import LoopParts, train, write_metrics
+from align.engine.precision import Precision
+from align.engine.run_dir import (
     before_metrics,
     completed_summary,
     flat,
@@ -32,9 +28,13 @@ from align.run_dir import (
     resume_command,
     start_state,
 )
-from align.secrets import redact_obj
-from align.sharding import fsdp_on_cpu, fsdp_units
-from align.wiring import wire_ppo, wire_preference
+from align.engine.sharding import fsdp_on_cpu, fsdp_units
+from align.methods import build_method, check_recipe
+from align.models.load import add_lora, compile_layers, disable_dropout, load_model, load_tokenizer
+from align.recipe import Recipe, dump_recipe
+from align.util.errors import RecipeError
+from align.util.files import dumps_json, write_text_atomic
+from align.util.secrets import redact_obj
 
 log = logging.getLogger("align.train")
 
@@ -42,7 +42,7 @@ log = logging.getLogger("align.train")
 def make_accelerator(r: Recipe, prec: Precision):
     """`cpu=True` when CUDA is absent: otherwise a multi-process CPU launch silently trains
     unsynchronised copies (each process believes it is alone). The precision is passed explicitly
-    (already reconciled with the launcher's, see align/precision.py)."""
+    (already reconciled with the launcher's, see align/engine/precision.py)."""
     from accelerate import Accelerator
 
     cpu = r.cpu if r.cpu is not None else not torch.cuda.is_available()
@@ -72,8 +72,9 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     when the run already finished."""
     from accelerate.utils import set_seed
 
-    from align import preflight
+    from align.engine import preflight
 
+    check_recipe(r, "recipe")  # the method's own keys (load_recipe checked them too)
     preflight.check(r)  # before anything loads: output_dir, LoRA target modules, attention (cached)
     run_dir = Path(r.output_dir)
     prec = precision.from_recipe(r)
@@ -90,12 +91,8 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     _check_launch(r, method, accelerator)
     want = {"pair": "pairwise", "unpaired": "unpaired", "prompts": "prompts"}[method.batch_kind]
     data = prepare(r.data, tokenizer, accelerator, want=want)  # prompts: those of a source of any format
-    if method.batch_kind == "prompts":  # PPO samples its own completions: the distinct prompts
-        from align.ppo import unique_prompts
-
-        data = replace(
-            data, train=unique_prompts(data.train), eval=unique_prompts(data.eval)[: r.ppo.eval_prompts]
-        )
+    if hasattr(method, "data_view"):  # e.g. PPO samples its own completions: the distinct prompts
+        data = method.data_view(data)
     plan = BatchPlan(
         len(data.train),
         r.train.per_device_batch_size,
@@ -122,8 +119,7 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
         base.enable_input_require_grads()
     if r.train.compile and not compile_layers(base):
         raise RecipeError(f"train.compile: no decoder layer list found in {r.model.name}")
-    wire = wire_ppo if method.batch_kind == "prompts" else wire_preference
-    w = wire(r, method, data, tokenizer, accelerator, peft_model, total, plan, model_spec)
+    w = method.wire(r, data, tokenizer, accelerator, peft_model, total, plan, model_spec)
     parts = LoopParts(
         accelerator=accelerator,
         model=w.model,

@@ -69,7 +69,7 @@ LOSS_TOL = {"fp32": 1e-3, "bf16": 5e-2}
 
 
 def model_shape(name: str) -> Shape:
-    from align.models import TINY_NAME, load_config, tiny_config
+    from align.models.load import TINY_NAME, load_config, tiny_config
     from align.recipe import ModelConfig
 
     return Shape.from_config(tiny_config() if name == TINY_NAME else load_config(ModelConfig(name)))

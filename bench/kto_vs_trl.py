@@ -6,7 +6,7 @@
 Each side trains in its own subprocess (peak RSS per side) and reports JSON to the parent.
 
 * ours: `align.train.run` with `method: kto` (the real path: data layer, packed layout,
-  adapter-off reference, loop). Step ends are observed by wrapping `align.loop.write_metrics`.
+  adapter-off reference, loop). Step ends are observed by wrapping `align.engine.loop.write_metrics`.
 * TRL: `KTOTrainer.train()`, a callback recording step ends, losses and TRL's token counts.
 
 Made equal on purpose: the bundled thumbs data `align_thumbs_v1` (the same records, in our
@@ -102,8 +102,10 @@ def run_ours(cfg: Config) -> Side:
 
     from peers import recipe
 
-    import align.loop
+    import align.engine.loop
+    import align.methods.kto
     import align.train
+    from align.methods import check_recipe
     from align.recipe import validate
 
     side = Side("ours")
@@ -116,6 +118,7 @@ def run_ours(cfg: Config) -> Side:
         data=dataclasses.replace(dpo.data, format="unpaired"),
     )
     validate(kto, "bench")
+    check_recipe(kto, "bench")
 
     def rotation(n: int, seed: int) -> list[int]:  # TRL's KL rows: record k of a batch <- record k-1
         o, b = order(cfg, n), cfg.batch_size
@@ -125,7 +128,7 @@ def run_ours(cfg: Config) -> Side:
                 partner[o[start + k]] = o[start + (k - 1) % b]
         return partner
 
-    collate, write = align.train.collate_unpaired, align.loop.write_metrics
+    collate, write = align.methods.kto.collate_unpaired, align.engine.loop.write_metrics
 
     def counting(examples, kl, pad, max_length, pack_tokens=None):
         batch = collate(examples, kl, pad, max_length, pack_tokens=pack_tokens)
@@ -138,7 +141,7 @@ def run_ours(cfg: Config) -> Side:
             side.losses.append(float(metrics["train/loss"]))
         write(parts, step, metrics)
 
-    align.train.kl_partners, align.train.collate_unpaired, align.loop.write_metrics = (
+    align.methods.kto.kl_partners, align.methods.kto.collate_unpaired, align.engine.loop.write_metrics = (
         rotation,
         counting,
         timed,
@@ -155,7 +158,7 @@ def run_trl(cfg: Config) -> Side:
     from transformers import TrainerCallback
     from trl import KTOConfig, KTOTrainer
 
-    from align.models import load_model, load_tokenizer
+    from align.models.load import load_model, load_tokenizer
     from align.recipe import ModelConfig
 
     side = Side("trl")

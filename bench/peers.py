@@ -168,15 +168,15 @@ def recipe(cfg: BenchConfig):
 
 def run_ours(cfg: BenchConfig, t_start: float) -> SideResult:
     """`align.train.run`, observed through two wrappers: the loop entry (start of step 1: setup time,
-    peak-memory reset, and a counting wrapper on the loop's collate) and `align.loop.write_metrics`
+    peak-memory reset, and a counting wrapper on the loop's collate) and `align.engine.loop.write_metrics`
     (called once per optimizer step with log_every=1: step end, loss, the step's work)."""
     import torch
 
-    import align.loop
+    import align.engine.loop
     import align.train
 
     res = SideResult("ours", threads=torch.get_num_threads())
-    loop_train, write_metrics = align.train.train, align.loop.write_metrics
+    loop_train, write_metrics = align.train.train, align.engine.loop.write_metrics
     pending: list[dict[str, int]] = []
 
     def bench_train(parts, state):
@@ -202,7 +202,7 @@ def run_ours(cfg: BenchConfig, t_start: float) -> SideResult:
         write_metrics(parts, step, metrics)
 
     align.train.train = bench_train
-    align.loop.write_metrics = timed_write_metrics
+    align.engine.loop.write_metrics = timed_write_metrics
     summary = align.train.run(recipe(cfg), resume=False)
     res.n_train = summary["examples"]["train"]
     res.trainable_params = sum(p.numel() for p in summary["peft_model"].parameters() if p.requires_grad)
@@ -260,7 +260,7 @@ def run_trl(cfg: BenchConfig, t_start: float, liger: bool = False) -> SideResult
     from trl import DPOConfig, DPOTrainer
 
     from align.data.batches import BatchPlan
-    from align.models import load_model, load_tokenizer
+    from align.models.load import load_model, load_tokenizer
     from align.recipe import ModelConfig
 
     res = SideResult("trl_liger" if liger else "trl", threads=torch.get_num_threads())

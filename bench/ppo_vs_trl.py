@@ -13,7 +13,7 @@ Each side runs in its own process (bench/dpo_vs_trl.py: run_side), so peak RSS i
   with a model forward as TRL does, and its value adapter and head start from that run (ours' real
   setup, recipes/smollm2/ppo.yaml); `--reward function` scores with `--reward-function` instead (no
   reward-model forward: the report says so). The split is read from the run's metrics.jsonl
-  (`train/time/rollout_s`, `scoring_s`, `update_s`); step ends from `align.loop.write_metrics`.
+  (`train/time/rollout_s`, `scoring_s`, `update_s`); step ends from `align.engine.loop.write_metrics`.
 * TRL: bench/ppo_peer_trl.py, run by TRL 1.12.0's own venv (`--trl-python`): LoRA policy with the
   adapter-off reference, a full value model and a full reward model (sequence classification heads on
   the same base), its phases timed by wrappers on the trainer module's functions (see that file).
@@ -80,8 +80,8 @@ def peer_model_dir(model: str, tmp: Path) -> str:
     itself (with the SmolLM2 tokenizer added when it has none)."""
     from random_model import copy_tokenizer, with_tokenizer
 
-    from align.embedded import embedded_model_dir
-    from align.models import EMBEDDED_NAME, TINY_NAME, tiny_model
+    from align.models.embedded import embedded_model_dir
+    from align.models.load import EMBEDDED_NAME, TINY_NAME, tiny_model
 
     if model == EMBEDDED_NAME:
         return str(embedded_model_dir())
@@ -170,7 +170,7 @@ def _run_recipe(cfg: PPOBenchConfig, name: str, data: dict[str, Any], overrides:
     import yaml
 
     import align.train
-    from align.recipe import load_recipe
+    from align.methods import load_recipe
 
     path = Path(cfg.workdir) / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -203,21 +203,21 @@ def ours_steps(rows: list[dict[str, Any]], ends: list[float], batch_size: int) -
 
 
 def run_ours(cfg: PPOBenchConfig, t_start: float) -> PeerResult:
-    """`align.train.run` on the PPO recipe; step ends observed on `align.loop.write_metrics`."""
+    """`align.train.run` on the PPO recipe; step ends observed on `align.engine.loop.write_metrics`."""
     import torch
 
-    import align.loop
-    from align.checkpoint import read_metrics
+    import align.engine.loop
+    from align.engine.checkpoint import read_metrics
 
     ends: list[float] = []
-    write_metrics = align.loop.write_metrics
+    write_metrics = align.engine.loop.write_metrics
 
     def timed_write_metrics(parts, step, metrics):
         if "train/time/rollout_s" in metrics:
             ends.append(time.perf_counter())
         write_metrics(parts, step, metrics)
 
-    align.loop.write_metrics = timed_write_metrics
+    align.engine.loop.write_metrics = timed_write_metrics
     recipe, summary = _run_recipe(cfg, f"ours_e{cfg.epochs}", ours_recipe(cfg), cfg.ours_set)
     res = PeerResult(name="ours", threads=torch.get_num_threads(), versions=versions())
     res.steps = ours_steps(read_metrics(Path(recipe.output_dir) / "metrics.jsonl"), ends, cfg.batch_size)

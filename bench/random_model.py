@@ -35,7 +35,7 @@ TOKENIZER_FILES = (
 
 def source_dir() -> Path:
     """The embedded model's directory (config + tokenizer); on the GPU box, what onbox.sh wrote."""
-    from align.embedded import embedded_model_dir
+    from align.models.embedded import embedded_model_dir
 
     return embedded_model_dir()
 

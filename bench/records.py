@@ -18,7 +18,7 @@ FILLER = FILLER_TEXT.split(" ")
 def build_records(cfg: BenchConfig, path: Path) -> int:
     """Load align_prefs_v1 through our data layer, lengthen prompts if asked, write JSONL; returns count."""
     from align.data.cards import load_card, load_card_records
-    from align.models import load_tokenizer
+    from align.models.load import load_tokenizer
     from align.recipe import ModelConfig
 
     records, _ = load_card_records(load_card("align_prefs_v1"), role="train")
@@ -63,7 +63,7 @@ def build_prompts(model: str, n: int) -> list[tuple[dict, list[int]]]:
     each as a JSONL row (prompt messages, chosen, rejected: what our data layer reads, and PPO takes
     the prompts of) and as the prompt's token ids `model`'s chat template renders (generation prompt on)."""
     from align.data.cards import load_card, load_card_records
-    from align.models import load_tokenizer
+    from align.models.load import load_tokenizer
     from align.recipe import ModelConfig
 
     records, _ = load_card_records(load_card("align_prefs_v1"), role="train")

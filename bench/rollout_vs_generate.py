@@ -1,4 +1,4 @@
-"""Benchmark: sampling tokens/s of `align.rollout.sample` against plain `model.generate`, same model and batch.
+"""Benchmark: sampling tokens/s of `align.models.rollout.sample` against plain `model.generate`, same model and batch.
 
     python bench/rollout_vs_generate.py                     # embedded SmolLM2-135M-Instruct, 8 x 64, CPU
     python bench/rollout_vs_generate.py --only generate     # the generate side alone
@@ -11,7 +11,7 @@ tokens: `generate` with `min_new_tokens = max_new_tokens` (EOS masked), `sample`
 cannot be sampled (-1), so neither stops early and the token counts are equal by construction. Each
 side runs `--warmup` untimed calls, then `--repeats` timed calls; the median call time gives tokens/s.
 
-Target (issue 8): rollout >= 0.9x generate's tokens/s. Until align.rollout exists, the generate side
+Target (issue 8): rollout >= 0.9x generate's tokens/s. Until align.models.rollout exists, the generate side
 runs alone and a line says why.
 """
 
@@ -104,17 +104,17 @@ def generate_call(model, prompts: list[list[int]], a: argparse.Namespace, pad_id
 
 
 def sampling_settings(sample: Callable, a: argparse.Namespace):
-    """The `sampling` argument of `align.rollout.sample`, built from its own annotation."""
+    """The `sampling` argument of `align.models.rollout.sample`, built from its own annotation."""
     cls = typing.get_type_hints(sample)["sampling"]
     return cls(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p)
 
 
 def rollout_call(model, prompts: list[list[int]], a: argparse.Namespace, pad_id: int) -> Callable[[], int]:
-    """`align.rollout.sample` (ImportError until it exists). The count is batch x max_new_tokens:
+    """`align.models.rollout.sample` (ImportError until it exists). The count is batch x max_new_tokens:
     no row can stop early (EOS id -1)."""
     import torch
 
-    from align.rollout import sample
+    from align.models.rollout import sample
 
     sampling = sampling_settings(sample, a)
     generator = torch.Generator(device=model.device).manual_seed(a.seed)
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from records import build_prompts
 
-    from align.models import load_model, load_tokenizer
+    from align.models.load import load_model, load_tokenizer
     from align.recipe import ModelConfig
 
     if a.threads:
@@ -175,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             call = make(model, prompts, a, tok.pad_token_id)
         except ImportError as e:
-            missing = f"align.rollout is not importable yet ({type(e).__name__}: {e}); only generate ran"
+            missing = (
+                f"align.models.rollout is not importable yet ({type(e).__name__}: {e}); only generate ran"
+            )
             continue
         torch.manual_seed(a.seed)
         timings.append(time_calls(side, call, a.warmup, a.repeats, sync))

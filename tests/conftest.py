@@ -1,4 +1,4 @@
-"""Suite-wide isolation: align.offline switches the process to offline mode when the Hub is away;
+"""Suite-wide isolation: align.util.offline switches the process to offline mode when the Hub is away;
 each test starts with no remembered probe and leaves the offline switches as it found them."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ _SWITCHES = (
 
 @pytest.fixture(autouse=True)
 def _fresh_hub_probe(monkeypatch):
-    import align.offline
+    import align.util.offline
 
-    monkeypatch.setattr(align.offline, "_probed", {})
+    monkeypatch.setattr(align.util.offline, "_probed", {})
     env = os.environ.get("HF_HUB_OFFLINE")
     saved = [(m, n, getattr(sys.modules[m], n)) for m, n in _SWITCHES if m in sys.modules]
     yield

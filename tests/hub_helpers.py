@@ -1,6 +1,6 @@
 """Loopback stand-ins for the Hugging Face Hub, and a fixture helper that keeps offline mode local.
 
-`align.offline` switches the whole process to offline mode when the Hub is unreachable; tests
+`align.util.offline` switches the whole process to offline mode when the Hub is unreachable; tests
 must undo that (environment and the already-imported constants), or later tests would inherit it.
 """
 

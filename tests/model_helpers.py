@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from align.data.batches import PairBatch, collate_pairs
-from align.models import add_lora
+from align.models.load import add_lora
 from align.recipe import LoraConfig
 
 VOCAB, PAD, EOS = 256, 0, 2
@@ -92,8 +92,8 @@ def write_steerable_model(out, low: int = 4096, seed: int = 0) -> str:
     import shutil
     from pathlib import Path
 
-    from align.embedded import embedded_model_dir
-    from align.models import tiny_model
+    from align.models.embedded import embedded_model_dir
+    from align.models.load import tiny_model
 
     out = Path(out)
     model = tiny_model(seed=seed, initializer_range=0.1)

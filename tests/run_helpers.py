@@ -13,7 +13,7 @@ TINY = ROOT / "tests" / "tiny.yaml"
 
 def run_tiny(out: Path, *overrides: str, resume: bool | None = None) -> dict:
     """Train the tiny recipe in-process; returns the run summary."""
-    from align.recipe import load_recipe
+    from align.methods import load_recipe
     from align.train import run
 
     recipe = load_recipe(TINY, [f"output_dir={out}", *overrides])

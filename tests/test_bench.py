@@ -36,7 +36,7 @@ def test_flops_of_one_pair_on_the_135m_shape_by_hand():
 
 
 def test_shape_reads_a_transformers_config_and_counts_what_peft_trains():
-    from align.models import add_lora, tiny_config, tiny_model
+    from align.models.load import add_lora, tiny_config, tiny_model
     from align.recipe import LoraConfig
 
     shape = Shape.from_config(tiny_config())

@@ -161,7 +161,7 @@ def test_missing_trl_venv_says_how_to_make_it(tmp_path):
 def test_ours_recipes_load_as_a_user_recipe_with_the_bench_settings(tmp_path):
     import yaml
 
-    from align.recipe import load_recipe
+    from align.methods import load_recipe
 
     cfg = PPOBenchConfig(epochs=4, kl_coef=0.07, workdir=str(tmp_path), records=str(tmp_path / "r.jsonl"))
     cfg.reward_run = str(tmp_path / "reward_run")
@@ -218,7 +218,7 @@ class Sampling:
 
 
 def sample(model, prompts: list[list[int]], sampling: Sampling, eos_token_id: int, pad_token_id: int):
-    """The signature align.rollout.sample is written to (issue 8)."""
+    """The signature align.models.rollout.sample is written to (issue 8)."""
 
 
 def test_sampling_settings_follow_the_sample_annotation():

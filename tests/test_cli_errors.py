@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import align.models
+import align.models.load
 import align.train
 from align.cli import build_parser, main, parse_args
 
@@ -65,7 +65,7 @@ def no_model(monkeypatch):
         raise ModelLoaded("model loaded before the data was validated")
 
     monkeypatch.setattr(align.train, "load_model", boom)
-    monkeypatch.setattr(align.models, "load_model", boom)
+    monkeypatch.setattr(align.models.load, "load_model", boom)
 
 
 def train_args(tmp_path: Path, data: Path | str, *extra: str) -> list[str]:
@@ -235,7 +235,7 @@ def stop_before_training(monkeypatch, no_model):
         raise AssertionError("reached tokenizer/training with a bad recipe")
 
     monkeypatch.setattr(align.train, "load_tokenizer", boom)
-    monkeypatch.setattr(align.models, "load_tokenizer", boom)
+    monkeypatch.setattr(align.models.load, "load_tokenizer", boom)
     monkeypatch.setattr(align.train, "run", boom)
 
 
@@ -360,7 +360,7 @@ def test_cli_passes_overrides_after_resume_and_overwrite_to_run(monkeypatch, cap
     assert (recipe.beta, recipe.seed, recipe.resume, kwargs) == (0.25, 7, True, {"overwrite": True})
 
 
-@pytest.mark.parametrize("where", ["align.preflight.check", "align.train.run"])
+@pytest.mark.parametrize("where", ["align.engine.preflight.check", "align.train.run"])
 def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys, where):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

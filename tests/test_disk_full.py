@@ -11,8 +11,8 @@ import pytest
 import torch
 from run_helpers import TINY
 
-from align.checkpoint import CheckpointError, TrainState, list_checkpoints, save_checkpoint
 from align.cli import main
+from align.engine.checkpoint import CheckpointError, TrainState, list_checkpoints, save_checkpoint
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def _fill(mnt: Path, leave: int) -> None:
 def _parts():
     from accelerate import Accelerator
 
-    from align.models import add_lora, tiny_model
+    from align.models.load import add_lora, tiny_model
     from align.recipe import LoraConfig
 
     model = add_lora(tiny_model(), LoraConfig(r=4, alpha=8))

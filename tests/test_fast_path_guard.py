@@ -9,9 +9,9 @@ import pytest
 import torch
 from model_helpers import lora_grads, naive_logps, nontrivial_lora, random_pairs, tiny_causal_lm
 
-from align.logprobs import SequenceScorer
-from align.models import tiny_model
-from align.ranks import any_rank
+from align.models.load import tiny_model
+from align.models.logprobs import SequenceScorer
+from align.util.ranks import any_rank
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def test_logit_scaling_model_falls_back_to_the_stock_forward(batch, caplog):
         before = scorer(**batch.model_inputs()).sum
     assert (before - want).abs().max() > 0.5  # the fast path really is wrong here
 
-    with caplog.at_level(logging.WARNING, logger="align.logprobs"):
+    with caplog.at_level(logging.WARNING, logger="align.models.logprobs"):
         assert scorer.verify(batch.model_inputs()) is False
     assert not scorer.fast and scorer.layout == "padded"
     assert len(caplog.records) == 1 and "stock forward" in caplog.text
@@ -40,7 +40,7 @@ def test_logit_scaling_model_falls_back_to_the_stock_forward(batch, caplog):
 
 def test_llama_keeps_the_fast_paths_and_its_mode(batch, caplog):
     scorer = SequenceScorer(nontrivial_lora(tiny_model(seed=0))).train()
-    with caplog.at_level(logging.WARNING, logger="align.logprobs"):
+    with caplog.at_level(logging.WARNING, logger="align.models.logprobs"):
         assert scorer.verify(batch.model_inputs()) is True
     assert scorer.fast and scorer.layout == "packed" and not caplog.records
     assert scorer.training  # verification ran in eval mode and restored the mode

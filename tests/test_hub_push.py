@@ -25,10 +25,10 @@ import torch
 from hub_helpers import closed_port, hub_server, isolate_hub
 from run_helpers import ROOT, TINY, align_env
 
-import align.hub
-import align.offline as offline
+import align.hub.push
+import align.util.offline as offline
 from align.cli import main
-from align.hub import ATTEMPTS, HubAuthError, PushError, push_run
+from align.hub.push import ATTEMPTS, HubAuthError, PushError, push_run
 
 PPO = ROOT / "tests" / "ppo_tiny.yaml"
 TOKEN = "hf_AlignPlantedToken_7f3a9c1e5b2d"
@@ -64,9 +64,9 @@ def trained(tmp_path_factory) -> Trained:
     checkpoints, and the eval results an evaluation adds (evals/<name>/)."""
     from transformers import AutoTokenizer
 
-    from align.embedded import embedded_model_dir
-    from align.models import tiny_model
-    from align.recipe import load_recipe
+    from align.methods import load_recipe
+    from align.models.embedded import embedded_model_dir
+    from align.models.load import tiny_model
     from align.train import run as train
 
     root = tmp_path_factory.mktemp("hub")
@@ -94,7 +94,7 @@ def trained(tmp_path_factory) -> Trained:
 def hub(monkeypatch, tmp_path):
     isolate_hub(monkeypatch, tmp_path / "hf-cache")
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    monkeypatch.setattr(align.hub, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(align.hub.push, "BACKOFF_S", 0.01)
     with hub_server(TOKEN) as server:
         yield server
 
@@ -259,7 +259,7 @@ def test_repush_unchanged_makes_no_commit(trained, hub, tmp_path):
 
 def test_dropped_connection_on_the_first_commit_is_retried(trained, hub, caplog):
     hub.script("commit", "drop")
-    with caplog.at_level(logging.WARNING, logger="align.hub"):
+    with caplog.at_level(logging.WARNING, logger="align.hub.push"):
         result = push_run(trained.run, "alice/dropped", endpoint=hub.endpoint)
     assert result.changed and len(hub.seen("commit")) == 2
     assert [c.summary for c in hub.commits("alice/dropped")] == [
@@ -459,7 +459,7 @@ def test_train_with_hub_push_pushes_at_the_end(hub, tmp_path, capsys, caplog):
     out = tmp_path / "run"
     argv = ["train", str(TINY), f"output_dir={out}", "train.max_steps=1", "report.eval_before=false"]
     argv += ["hub.push=true", "hub.repo_id=carol/from-train", f"hub.endpoint={hub.endpoint}"]
-    with caplog.at_level(logging.WARNING, logger="align.hub"):
+    with caplog.at_level(logging.WARNING, logger="align.hub.push"):
         assert main(argv) == 0
     pushed = hub.files("carol/from-train")
     assert pushed["adapter_model.safetensors"] == (out / "adapter" / "adapter_model.safetensors").read_bytes()
@@ -519,7 +519,7 @@ def _dir(root: Path, config: dict | None = None) -> str:
     ],
 )
 def test_portable_base(tmp_path, case, expected):
-    from align.hub_card import portable_base
+    from align.hub.card import portable_base
 
     cases = {
         "embedded": lambda: ("smollm2-135m-instruct", "/root/.cache/align/models/smollm2-135m-instruct"),
@@ -541,7 +541,7 @@ def test_portable_base(tmp_path, case, expected):
 def test_card_metadata_keeps_peft_keys_and_names_hub_datasets_and_licenses():
     import yaml
 
-    from align.hub_card import DataInfo, card_metadata
+    from align.hub.card import DataInfo, card_metadata
 
     peft = {"base_model": "/data/base", "library_name": "peft", "pipeline_tag": "text-generation"}
     peft["tags"] = ["base_model:adapter:/data/base", "lora", "transformers"]

@@ -45,13 +45,16 @@ def _moment(kind: str, out, rng: random.Random):
         return tmp.exists
     if kind == "adapter":
         return lambda: (out / ".tmp-adapter").exists()
-    delay = rng.uniform(0.0, 2.5)  # from the first metrics line (training has begun) onwards
+    # a moment defined by progress, not wall time (a fast machine must not finish first): after the
+    # k-th metrics line (k <= 6 of the 10 an 8-step run writes), plus a fraction of a step
+    lines, delay = rng.randint(1, 6), rng.uniform(0.0, 0.05)
     start: list[float] = []
 
     def ready() -> bool:
         import time
 
-        if not start and (out / "metrics.jsonl").exists():
+        path = out / "metrics.jsonl"
+        if not start and path.exists() and len(path.read_text().splitlines()) >= lines:
             start.append(time.monotonic())
         return bool(start) and time.monotonic() - start[0] >= delay
 

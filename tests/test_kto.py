@@ -14,7 +14,7 @@ from run_helpers import adapter, launch_two, max_abs_diff, multi_process_overrid
 
 from align.data.batches import collate_unpaired, kl_partners
 from align.data.packing import PAD_SEGMENT
-from align.errors import AlignError
+from align.util.errors import AlignError
 
 KTO = ("method=kto", "data.card=align_thumbs_v1")
 
@@ -147,7 +147,7 @@ def test_two_processes_equal_one(tmp_path):
 
 
 def test_resume_equals_uninterrupted(tmp_path):
-    from align.checkpoint import list_checkpoints
+    from align.engine.checkpoint import list_checkpoints
 
     common = (*KTO, "train.max_steps=4", "train.save_every=2", "train.keep_checkpoints=5", "lora.dropout=0.1")
     run = tmp_path / "run"
@@ -162,7 +162,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 def test_precomputed_reference_equals_adapter_off(tmp_path):
     """The table holds each record's own and KL-row reference log-probs (the KL partner is fixed
     per record, so it can be cached)."""
-    from align.embedded import cache_dir
+    from align.util.files import cache_dir
 
     common = (*KTO, "train.max_steps=3", "lora.dropout=0.0")
     run_tiny(tmp_path / "live", *common)

@@ -9,8 +9,8 @@ from model_helpers import lora_grads, naive_logps, nontrivial_lora
 from align.data.batches import collate_pairs
 from align.data.sources import load_pairs
 from align.data.tokenize import TokenizeConfig, Tokenizer
-from align.logprobs import SequenceScorer
-from align.models import load_tokenizer, tiny_model
+from align.models.load import load_tokenizer, tiny_model
+from align.models.logprobs import SequenceScorer
 from align.recipe import ModelConfig
 
 BUNDLED = "align/data/bundled/align_prefs_v1.jsonl"
@@ -103,8 +103,8 @@ def test_packed_layout_with_eager_attention_matches_the_oracle():
 
 
 def test_layout_resolution():
-    from align.errors import RecipeError
-    from align.logprobs import resolve_layout
+    from align.models.logprobs import resolve_layout
+    from align.util.errors import RecipeError
 
     assert resolve_layout("auto", "sdpa", False) == "packed"
     assert resolve_layout("auto", None, True) == "packed"  # transformers' default is sdpa

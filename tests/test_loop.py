@@ -9,7 +9,7 @@ import pytest
 import torch
 from run_helpers import adapter, max_abs_diff, run_tiny
 
-from align.checkpoint import list_checkpoints
+from align.engine.checkpoint import list_checkpoints
 
 
 def test_accumulation_equals_large_batch(tmp_path):
@@ -24,7 +24,9 @@ def test_accumulation_equals_large_batch(tmp_path):
         tmp_path / "acc", "train.per_device_batch_size=1", "train.gradient_accumulation_steps=8", *common
     )
     a, b = adapter(tmp_path / "big"), adapter(tmp_path / "acc")
-    assert max_abs_diff(a, b) < 1e-5
+    # fp32 summation order differs between the two layouts; a CI CPU measured 1.07e-5 here. A real
+    # accumulation bug (wrong weighting of micro-batches) moves Adam's weights by O(lr) = 1e-2.
+    assert max_abs_diff(a, b) < 1e-4
     # and training moved the adapter at all (LoRA B starts at zero)
     assert max(float(v.abs().max()) for k, v in a.items() if "lora_B" in k) > 1e-4
 
@@ -77,8 +79,8 @@ def test_run_directory_contents(tmp_path):
     """Stock PEFT loads the adapter; manifest, recipe, metrics and tensorboard logs are there."""
     from peft import PeftModel
 
-    from align.logprobs import SequenceScorer
-    from align.models import tiny_model
+    from align.models.load import tiny_model
+    from align.models.logprobs import SequenceScorer
 
     out = tmp_path / "run"
     summary = run_tiny(out, "train.max_steps=2", "optim.lr=1e-2", "log.trackers=[tensorboard]")
@@ -108,7 +110,7 @@ def test_run_directory_contents(tmp_path):
 
 def test_metric_values_nan_aware_means_and_per_step_counts():
     """A per-class metric averages only where it applies; `count/*` is a per-step total."""
-    from align.loop import accumulate, metric_values
+    from align.engine.loop import accumulate, metric_values
 
     sums, counts = {}, {}
     nan = float("nan")

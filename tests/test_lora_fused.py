@@ -1,4 +1,4 @@
-"""The fused LoRA forward (align/lora_fused.py) equals PEFT's own, in values and gradients."""
+"""The fused LoRA forward (align/models/lora_fused.py) equals PEFT's own, in values and gradients."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from model_helpers import nontrivial_lora, random_pairs
 
-from align.logprobs import SequenceScorer
-from align.models import tiny_model
+from align.models.load import tiny_model
+from align.models.logprobs import SequenceScorer
 
 
 def _logps_and_grads(model, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

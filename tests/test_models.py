@@ -6,11 +6,12 @@ import pytest
 import torch
 from model_helpers import nontrivial_lora, random_pairs, tiny_causal_lm
 
-from align.embedded import GGUF_SHA256, cache_dir, embedded_model_dir, file_sha256
-from align.errors import ModelError
-from align.logprobs import SequenceScorer
-from align.models import disable_dropout, load_model, load_tokenizer, tiny_model
+from align.models.embedded import GGUF_SHA256, embedded_model_dir
+from align.models.load import disable_dropout, load_model, load_tokenizer, tiny_model
+from align.models.logprobs import SequenceScorer
 from align.recipe import ModelConfig
+from align.util.errors import ModelError
+from align.util.files import cache_dir, file_sha256
 
 
 def test_embedded_gguf_checksum_and_cached_safetensors():
@@ -49,7 +50,7 @@ def test_unreachable_hub_id_names_offline_alternatives(monkeypatch):
     with pytest.raises(ModelError) as e:
         load_tokenizer(ModelConfig("some-org/not-a-local-model"))
     msg = str(e.value)
-    assert "HF_HUB_OFFLINE=1 is set" in msg  # said at once, no retries (align/offline.py)
+    assert "HF_HUB_OFFLINE=1 is set" in msg  # said at once, no retries (align/util/offline.py)
     assert "smollm2-135m-instruct" in msg and "tiny-smollm2" in msg and "local directory" in msg
 
 

@@ -10,8 +10,8 @@ from accelerate.state import PartialState
 from accelerate.utils import DistributedType
 from run_helpers import TINY, adapter, launch_two, max_abs_diff, multi_process_overrides, run_tiny
 
-from align import precision
-from align.recipe import load_recipe
+from align.engine import precision
+from align.methods import load_recipe
 
 
 def test_two_processes_equal_one(tmp_path):

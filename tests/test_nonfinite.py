@@ -11,9 +11,9 @@ import torch
 from run_helpers import TINY, run_tiny
 
 import align.methods
-from align.checkpoint import NonFiniteError, list_checkpoints, save_adapter, save_checkpoint
 from align.cli import main
-from align.errors import TrainingError
+from align.engine.checkpoint import NonFiniteError, list_checkpoints, save_adapter, save_checkpoint
+from align.util.errors import TrainingError
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def _strict_rows(path) -> list[dict]:
 def test_isolated_bad_steps_are_skipped_counted_and_located(tmp_path, poison, caplog):
     poison.at(2, 4)
     out = tmp_path / "run"
-    with caplog.at_level(logging.WARNING, logger="align.loop"):
+    with caplog.at_level(logging.WARNING, logger="align.engine.loop"):
         summary = run_tiny(out, "train.max_steps=6", "train.save_every=1", "optim.lr=1e-2")
     assert summary["steps"] == 6 and summary["skipped_steps"] == 2
     warnings = [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()]
@@ -90,14 +90,14 @@ def test_consecutive_bad_steps_stop_the_run(tmp_path, poison, capsys):
 def test_non_finite_weights_are_never_written(tmp_path):
     from accelerate import Accelerator
 
-    from align.models import add_lora, tiny_model
+    from align.models.load import add_lora, tiny_model
     from align.recipe import LoraConfig
 
     model = add_lora(tiny_model(), LoraConfig(r=4, alpha=8))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     acc = Accelerator(cpu=True)
-    from align.checkpoint import TrainState
+    from align.engine.checkpoint import TrainState
 
     good = save_checkpoint(tmp_path, TrainState(step=1), acc, model, opt, sched, keep=1)
     kept = (good / "adapter_model.safetensors").read_bytes()

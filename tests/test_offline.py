@@ -14,13 +14,13 @@ import huggingface_hub.constants
 import pytest
 from hub_helpers import answering_server, closed_port, isolate_hub, silent_server
 
-import align.models
-import align.offline as offline
+import align.models.load
 import align.train
+import align.util.offline as offline
 from align.cli import main
-from align.errors import ModelError
-from align.models import load_tokenizer
+from align.models.load import load_tokenizer
 from align.recipe import ModelConfig
+from align.util.errors import ModelError
 
 TINY = str(Path(__file__).resolve().parent / "tiny.yaml")
 HUB_ID = "HuggingFaceTB/SmolLM2-135M"
@@ -95,9 +95,9 @@ def test_a_model_in_the_local_cache_is_usable_offline(hub, monkeypatch, tmp_path
     (snapshot / "config.json").write_text("{}")
     (snapshot.parent.parent / "refs").mkdir()
     (snapshot.parent.parent / "refs" / "main").write_text("abc123")
-    assert align.models._resolve_path(ModelConfig("org/cached")) == "org/cached"
+    assert align.models.load._resolve_path(ModelConfig("org/cached")) == "org/cached"
     with pytest.raises(ModelError, match="not in the local Hugging Face cache"):
-        align.models._resolve_path(ModelConfig("org/not-cached"))
+        align.models.load._resolve_path(ModelConfig("org/not-cached"))
 
 
 def test_local_names_never_probe(hub, monkeypatch):

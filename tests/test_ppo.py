@@ -11,10 +11,10 @@ import torch
 from model_helpers import write_steerable_model
 from run_helpers import ROOT, launch_two, max_abs_diff
 
-from align.checkpoint import read_metrics
-from align.errors import RecipeError
-from align.recipe import load_recipe
+from align.engine.checkpoint import read_metrics
+from align.methods import load_recipe
 from align.train import run
+from align.util.errors import RecipeError
 
 PPO = ROOT / "tests" / "ppo_tiny.yaml"
 REWARD = ROOT / "tests" / "tiny.yaml"
@@ -122,10 +122,10 @@ def test_reward_run_trains_and_saves_adapter_and_head(reward_run):
 def test_value_model_starts_from_the_reward_run(tmp_path, reward_run):
     from safetensors.torch import load_file
 
-    from align.adapters import adapter_state_of
-    from align.models import add_lora, tiny_model
-    from align.ppo import REWARD as REWARD_ADAPTER
-    from align.ppo import VALUE, build_roles
+    from align.methods.ppo import REWARD as REWARD_ADAPTER
+    from align.methods.ppo import VALUE, build_roles
+    from align.models.adapters import adapter_state_of
+    from align.models.load import add_lora, tiny_model
 
     r = load_recipe(
         PPO, [f"output_dir={tmp_path}", f"ppo.reward_run={reward_run}", "ppo.reward_function=null"]
@@ -207,8 +207,8 @@ def _write_classifier(out: Path, num_labels: int = 1) -> Path:
     """A tiny local sequence-classification model with SmolLM2's tokenizer files."""
     from transformers import AutoModelForSequenceClassification
 
-    from align.embedded import embedded_model_dir
-    from align.models import tiny_config
+    from align.models.embedded import embedded_model_dir
+    from align.models.load import tiny_config
 
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_config(tiny_config(num_labels=num_labels))
@@ -220,7 +220,7 @@ def _write_classifier(out: Path, num_labels: int = 1) -> Path:
 
 
 def test_a_local_classifier_with_its_own_tokenizer_scores_the_responses(tmp_path):
-    from align.reward_model import ExternalRewardModel
+    from align.models.reward_model import ExternalRewardModel
 
     path = _write_classifier(tmp_path / "rm")
     rm = ExternalRewardModel(str(path), torch.device("cpu"))
@@ -240,7 +240,7 @@ def test_a_local_classifier_with_its_own_tokenizer_scores_the_responses(tmp_path
 
 
 def test_a_prompt_set_with_an_empty_prompt_is_refused_naming_the_record(tmp_path):
-    from align.errors import DataError
+    from align.util.errors import DataError
 
     data = tmp_path / "prompts.jsonl"
     data.write_text(
@@ -280,7 +280,7 @@ def test_a_prompt_only_file_drives_ppo(tmp_path):
 
 @pytest.mark.parametrize("method", ["dpo", "ipo", "kto", "reward"])
 def test_methods_that_need_completions_refuse_prompt_only_data(tmp_path, method):
-    from align.errors import DataError
+    from align.util.errors import DataError
 
     with pytest.raises(RecipeError, match=f"data.format: method '{method}' needs (pairwise|unpaired)"):
         load_recipe(REWARD, [f"method={method}", "data.format=prompts"])
@@ -295,12 +295,12 @@ def test_trimmed_micro_batches_score_like_the_whole_batch():
     and values equal those of the same rows in the full-width batch."""
     from model_helpers import randomize_lora_b
 
-    from align.adapters import ScalarHead
-    from align.experience import PPOBatch
-    from align.models import add_lora, tiny_model
-    from align.ppo import PPOModule
+    from align.methods.experience import PPOBatch
+    from align.methods.ppo import PPOModule
+    from align.models.adapters import ScalarHead
+    from align.models.load import add_lora, tiny_model
+    from align.models.rollout import Rollout, left_pad
     from align.recipe import LoraConfig
-    from align.rollout import Rollout, left_pad
 
     peft_model = add_lora(tiny_model(seed=4), LoraConfig(r=2, alpha=4, dropout=0.0))
     randomize_lora_b(peft_model)
@@ -330,7 +330,7 @@ def test_trimmed_micro_batches_score_like_the_whole_batch():
 def test_token_logps_and_entropy_at_a_temperature():
     """log p and entropy of softmax(logits / T), by hand; without an entropy bonus the entropy is a
     detached metric (same values), so its softmax stays out of the backward pass."""
-    from align.logprobs import token_logps_entropy
+    from align.models.logprobs import token_logps_entropy
 
     torch.manual_seed(0)
     head = torch.nn.Linear(8, 50, bias=False)

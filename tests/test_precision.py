@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from align.errors import RecipeError
-from align.logprobs import _logits_logps
-from align.precision import ENV, resolve
+from align.engine.precision import ENV, resolve
+from align.models.logprobs import _logits_logps
+from align.util.errors import RecipeError
 from tests.run_helpers import TINY, run_tiny
 
 
@@ -62,13 +62,13 @@ def test_conflicts_are_errors(recipe, cuda, bf16, launcher, needle):
 
 
 def test_launcher_conflict_fails_before_anything_loads(tmp_path, capsys, monkeypatch):
-    import align.models
+    import align.models.load
     from align.cli import main
 
     def refuse(*a, **k):
         raise AssertionError("the model must not load")
 
-    monkeypatch.setattr(align.models, "load_model", refuse)
+    monkeypatch.setattr(align.models.load, "load_model", refuse)
     monkeypatch.setenv(ENV, "bf16")
     code = main(["train", str(TINY), f"output_dir={tmp_path / 'run'}", "precision=fp32"])
     err = capsys.readouterr().err

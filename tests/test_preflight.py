@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import align.models
-import align.preflight as preflight
-from align.errors import ModelError, RecipeError
-from align.recipe import LoraConfig, ModelConfig, load_recipe
+import align.engine.preflight as preflight
+import align.models.load
+from align.methods import load_recipe
+from align.recipe import LoraConfig, ModelConfig
+from align.util.errors import ModelError, RecipeError
 
 TINY = Path(__file__).resolve().parent / "tiny.yaml"
 EMBEDDED = ModelConfig("smollm2-135m-instruct")
@@ -24,7 +25,7 @@ def no_weights(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("weights loaded during preflight")
 
-    monkeypatch.setattr(align.models, "load_model", boom)
+    monkeypatch.setattr(align.models.load, "load_model", boom)
     monkeypatch.setattr("transformers.AutoModelForCausalLM.from_pretrained", boom)
     monkeypatch.setattr(preflight, "_passed", set())  # each test checks afresh
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-import align.models
+import align.models.load
 import align.train
 from align.cli import main
-from align.errors import RecipeError
-from align.methods import METHODS
-from align.recipe import Recipe, dump_recipe, load_recipe
+from align.methods import METHODS, load_recipe
+from align.recipe import Recipe, dump_recipe
+from align.util.errors import RecipeError
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -176,7 +176,7 @@ def _no_model(*args, **kwargs):
 
 
 def test_cli_rejects_unknown_method_before_any_model_loads(monkeypatch, capsys):
-    for module in (align.models, align.train):
+    for module in (align.models.load, align.train):
         monkeypatch.setattr(module, "load_model", _no_model)
         monkeypatch.setattr(module, "load_tokenizer", _no_model)
     monkeypatch.setattr(align.train, "run", _no_model)

@@ -12,8 +12,8 @@ import typing
 
 import pytest
 
-from align.errors import RecipeError
 from align.recipe import Range, Recipe, build
+from align.util.errors import RecipeError
 
 
 def _numeric(tp: typing.Any) -> type | None:

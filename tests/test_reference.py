@@ -9,11 +9,12 @@ import pytest
 import torch
 from model_helpers import nontrivial_lora, random_pairs
 
-from align import models, reference
-from align.logprobs import SequenceScorer
-from align.models import tiny_model
+from align.models import load as models
+from align.models import reference
+from align.models.load import tiny_model
+from align.models.logprobs import SequenceScorer
+from align.models.reference import AdapterOffReference, reference_cache_key
 from align.recipe import ModelConfig
-from align.reference import AdapterOffReference, reference_cache_key
 
 
 def test_adapter_off_reference_ignores_base_dropout_in_train_mode():

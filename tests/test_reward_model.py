@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from align.data.batches import collate_pairs
-from align.models import add_lora, tiny_model
+from align.models.load import add_lora, tiny_model
+from align.models.reward_model import RewardScorer
 from align.recipe import LoraConfig
-from align.reward_model import RewardScorer
 from tests.model_helpers import randomize_lora_b
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from align.models import tiny_model
-from align.reward_model import RewardScorer, last_token
-from align.rollout import Rollout, Sampling, left_pad, pick, positions, sample
+from align.models.load import tiny_model
+from align.models.reward_model import RewardScorer, last_token
+from align.models.rollout import Rollout, Sampling, left_pad, pick, positions, sample
 
 
 @pytest.fixture(scope="module")
 def smollm2_tokenizer():
-    from align.models import load_tokenizer
+    from align.models.load import load_tokenizer
     from align.recipe import ModelConfig
 
     return load_tokenizer(ModelConfig(name="tiny-smollm2"))
@@ -137,8 +137,8 @@ def _right(rows):
 def test_switching_roles_keeps_what_trains():
     """Adapters off (the reference) and on again must not change which adapters train: PEFT's own
     disable_adapter() would freeze every adapter but the active one on the way out."""
-    from align.adapters import add_adapter, set_trainable, use_adapter
-    from align.models import add_lora
+    from align.models.adapters import add_adapter, set_trainable, use_adapter
+    from align.models.load import add_lora
     from align.recipe import LoraConfig
 
     spec = LoraConfig(r=2, alpha=4, dropout=0.0)

@@ -9,7 +9,7 @@ import pytest
 from run_helpers import TINY, adapter, max_abs_diff, metric_steps, run_tiny
 
 from align.cli import main
-from align.run_dir import RunDirError
+from align.engine.run_dir import RunDirError
 
 
 def _snapshot(run_dir) -> dict[str, bytes]:
@@ -26,7 +26,7 @@ def test_fresh_run_refuses_a_used_directory_and_overwrite_sets_it_aside(tmp_path
     code = main(["train", str(TINY), f"output_dir={out}", "train.max_steps=2"])
     assert code == 2 and "already holds a run" in capsys.readouterr().err
 
-    from align.recipe import load_recipe
+    from align.methods import load_recipe
     from align.train import run
 
     run(load_recipe(TINY, [f"output_dir={out}", "train.max_steps=3"]), overwrite=True)

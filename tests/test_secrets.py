@@ -11,7 +11,7 @@ import pytest
 
 import align.train
 from align.cli import main
-from align.secrets import redact
+from align.util.secrets import redact
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "tests" / "tiny.yaml")

@@ -31,10 +31,11 @@ from run_helpers import (
     run_tiny,
 )
 
-from align.checkpoint import list_checkpoints
-from align.embedded import cache_dir, embedded_model_dir
-from align.reference import MemoReference
-from align.sharding import LaunchError, check_launch
+from align.engine.checkpoint import list_checkpoints
+from align.engine.sharding import LaunchError, check_launch
+from align.models.embedded import embedded_model_dir
+from align.models.reference import MemoReference
+from align.util.files import cache_dir
 
 FSDP_CPU = ["--config_file", str(ROOT / "recipes" / "accelerate" / "fsdp_cpu_2proc.yaml")]
 # 31 training and 5 held-out pairs split unevenly over two ranks; eval batches of 2 leave rank 1
@@ -80,7 +81,7 @@ def _manifest(run: Path) -> dict:
 def test_fsdp_equals_one_process_and_resumes(one, tmp_path):
     from peft import PeftModel
 
-    from align.models import tiny_model
+    from align.models.load import tiny_model
 
     run = tmp_path / "fsdp"
     # 1 pair x 2 micro-batches x 2 ranks: gradients stay unsynchronised (no_sync) until the last one
@@ -129,7 +130,7 @@ def test_fsdp_precomputed_reference_from_pretrained(one, tmp_path):
     fsdp_cpu_ram_efficient_loading only rank 0 reads weights and FSDP broadcasts them."""
     from transformers import AutoTokenizer
 
-    from align.models import tiny_model
+    from align.models.load import tiny_model
 
     model_dir = tmp_path / "tiny-local"
     tiny_model().save_pretrained(model_dir)

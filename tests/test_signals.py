@@ -23,8 +23,8 @@ from run_helpers import (
     wait_for,
 )
 
-from align.checkpoint import list_checkpoints
-from align.interrupt import EXIT_ABORTED, EXIT_INTERRUPTED
+from align.engine.checkpoint import list_checkpoints
+from align.engine.interrupt import EXIT_ABORTED, EXIT_INTERRUPTED
 
 ARGS = ("train.max_steps=12", "optim.lr=1e-2", "lora.dropout=0.1")
 

@@ -18,7 +18,7 @@ import yaml
 import align
 from align.data.records import LoadStats, OnBadRecord, PairRecord, PromptRecord, UnpairedRecord
 from align.data.sources import FORMATS, load_records
-from align.errors import DataError, RecipeError
+from align.util.errors import DataError, RecipeError
 
 REPO_ROOT = Path(align.__file__).resolve().parents[1]
 REQUIRED_KEYS = ("name", "source", "license", "format")

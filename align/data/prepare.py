@@ -31,8 +31,8 @@ from align.data.records import (
 )
 from align.data.sources import load_records
 from align.data.tokenize import TOKENIZE_VERSION, TokenizeConfig, Tokenizer, summarize
-from align.embedded import cache_dir
-from align.errors import DataError
+from align.util.errors import DataError
+from align.util.files import cache_dir
 
 log = logging.getLogger("align.data")
 Record = PairRecord | UnpairedRecord | PromptRecord

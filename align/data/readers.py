@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from align.data.records import RecordError
-from align.errors import DataError
+from align.util.errors import DataError
 
 Row = dict[str, Any]
 # A row, or the error that replaced it (kept in the stream so skip mode can count it and go on).

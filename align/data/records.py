@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from align.errors import DataError
+from align.util.errors import DataError
 
 MAX_EXAMPLES = 5  # bad-record locations kept per reason, and shown in an error
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}

@@ -23,7 +23,7 @@ from align.data.records import (
     RecordError,
     UnpairedRecord,
 )
-from align.errors import DataError
+from align.util.errors import DataError
 
 log = logging.getLogger("align.data")
 
@@ -208,7 +208,7 @@ def _load_disk(path: Path, name: str, split: str | None) -> Any:
 def _load_hub(name: str, split: str | None) -> Any:
     import datasets
 
-    from align.offline import unreachable_reason
+    from align.util.offline import unreachable_reason
 
     # Probed once, in seconds; when the Hub is away the process is in offline mode from here on,
     # so a dataset in the local cache still loads and any other fails at once instead of retrying.

@@ -4,7 +4,7 @@ Turn 2 sees the model's own turn-1 answer through the chat template. Sampling fo
 (per-category temperatures, see questions.TEMPERATURES) or is greedy everywhere. Every batch is
 appended to answers.jsonl as soon as it is generated, so an interrupted eval redoes at most one
 batch. `generate` is the one place evals sample from a model (answers, KL samples, the local
-judge), through `align.rollout.sample`, the sampler PPO uses.
+judge), through `align.models.rollout.sample`, the sampler PPO uses.
 """
 
 from __future__ import annotations
@@ -64,10 +64,10 @@ def stop_ids(model, tokenizer) -> set[int]:
 def generate(
     model, tokenizer, prompts: Sequence[list[int]], temperature: float, max_new_tokens: int, seed: int
 ) -> list[Generation]:
-    """Complete a batch of prompt ids with `align.rollout.sample` (left-padded, KV cache, masks
+    """Complete a batch of prompt ids with `align.models.rollout.sample` (left-padded, KV cache, masks
     from lengths): greedy when `temperature` is 0, else plain sampling (no top-k/top-p, and no
     checkpoint generation_config in the way) from a generator seeded by `seed`."""
-    from align.rollout import Sampling, sample
+    from align.models.rollout import Sampling, sample
 
     dev = next(model.parameters()).device
     generator = torch.Generator(device=dev).manual_seed(seed) if temperature > 0 else None

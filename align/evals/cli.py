@@ -7,8 +7,8 @@ import os
 import time
 from pathlib import Path
 
-from align.errors import AlignError
-from align.secrets import redact
+from align.util.errors import AlignError
+from align.util.secrets import redact
 
 
 def add_eval_options(p: argparse.ArgumentParser, judge_required: bool) -> None:
@@ -101,8 +101,8 @@ def _reward(args: argparse.Namespace):
     """(score function, its name) from --reward-run, or (None, "reward")."""
     if not getattr(args, "reward_run", None):
         return None, "reward"
-    from align.errors import RecipeError
-    from align.reward_model import reward_function
+    from align.models.reward_model import reward_function
+    from align.util.errors import RecipeError
 
     try:
         return reward_function(args.reward_run), Path(args.reward_run).name
@@ -161,7 +161,7 @@ def _sweep(args: argparse.Namespace) -> int:
 def _push_best(result, args: argparse.Namespace) -> None:
     """Publish the sweep's best run (highest MT-Bench mean) with `align push`'s code."""
     from align.evals.sweep import best_run
-    from align.hub import describe, push_run
+    from align.hub.push import describe, push_run
 
     best = best_run(result)
     if best is None:

@@ -7,7 +7,7 @@ message or log. Timeouts, connection errors, 408/409/425/429 and 5xx are retried
 exponential backoff, honouring `Retry-After` (seconds or an HTTP date) and `retry-after-ms`;
 401/403 stop at once with a message naming the variable; other 4xx stop with the server's reason.
 
-`hf:NAME_OR_PATH` judges with a local model through align.models (the embedded default, a local
+`hf:NAME_OR_PATH` judges with a local model through align.models.load (the embedded default, a local
 checkpoint, `tiny-smollm2` in tests), greedy, batched through `answers.generate`; it loads on
 first use, so an eval whose judgments are all cached never loads it.
 """
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from align.errors import AlignError
-from align.secrets import redact
+from align.util.errors import AlignError
+from align.util.secrets import redact
 
 log = logging.getLogger("align.evals")
 
@@ -208,7 +208,7 @@ class LocalJudge:
 
         if self._loaded is None:
             from align.evals.policies import device
-            from align.models import load_model, load_tokenizer
+            from align.models.load import load_model, load_tokenizer
             from align.recipe import ModelConfig
 
             spec = ModelConfig(name=self.model_name)

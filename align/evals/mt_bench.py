@@ -25,14 +25,14 @@ from typing import Any
 
 import torch
 
-from align.checkpoint import dumps_json, write_text_atomic
-from align.errors import AlignError
 from align.evals import answers as ans
 from align.evals import frontier, judging, ratings, report, stats
 from align.evals.judges import DEFAULT_KEY_ENV, Judge, make_judge
 from align.evals.policies import ModelRef, baseline_of, describe_run, load, unique_labels
 from align.evals.questions import DEFAULT_QUESTIONS, NEED_REFERENCE, Question, fingerprint, load_questions
 from align.evals.store import JsonlStore
+from align.util.errors import AlignError
+from align.util.files import dumps_json, write_text_atomic
 
 log = logging.getLogger("align.evals")
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from align.errors import AlignError
 from align.evals import judging, ratings, report, stats
 from align.evals.answers import ANSWER_KEY, answer_texts
 from align.evals.judges import Judge
 from align.evals.policies import ModelRef
 from align.evals.questions import Question
 from align.evals.store import JsonlStore
+from align.util.errors import AlignError
 
 PAIR_KEY = ("judge", "model_a", "model_b", "question_id", "turn", "order")
 

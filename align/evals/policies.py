@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from align.data.tokenize import CHATML
-from align.embedded import file_sha256
-from align.errors import AlignError
 from align.recipe import ModelConfig, Recipe
+from align.util.errors import AlignError
+from align.util.files import file_sha256
 
 BASE_PREFIX = "base:"
 
@@ -70,7 +70,7 @@ def adapter_dir(run_dir: Path) -> Path:
 
 
 def read_recipe(run_dir: Path) -> Recipe:
-    from align.recipe import load_recipe
+    from align.methods import load_recipe
 
     path = run_dir / "recipe.yaml"
     if not path.is_file():
@@ -143,7 +143,7 @@ def device() -> torch.device:
 
 def load(ref: ModelRef):
     """(model in eval mode on the device, tokenizer); the adapter loaded with PEFT when present."""
-    from align.models import load_model, load_tokenizer
+    from align.models.load import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(ref.base)
     model = load_model(ref.base, seed=ref.seed)

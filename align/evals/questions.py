@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from align.data.readers import read_jsonl
-from align.errors import DataError
+from align.util.errors import DataError
 
 DATA = Path(__file__).parent / "data"
 DEFAULT_QUESTIONS = DATA / "questions.jsonl"

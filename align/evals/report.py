@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from align.checkpoint import dumps_json, write_text_atomic
+from align.util.files import dumps_json, write_text_atomic
 
 GROUP_TITLES = {"overall": "overall", "turn1": "turn 1", "turn2": "turn 2"}
 NOISE_NOTE = (

@@ -110,7 +110,7 @@ def save_results(path: Path, **results: Any) -> Path:
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir(parents=True)
     try:
-        from align.checkpoint import finite_json
+        from align.util.files import finite_json
 
         written = Path(evaluate.save(str(tmp_dir / path.name), **finite_json(results)))
         os.replace(written, path)

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from align.checkpoint import write_text_atomic
-from align.errors import DataError
-from align.secrets import redact
+from align.util.errors import DataError
+from align.util.files import write_text_atomic
+from align.util.secrets import redact
 
 log = logging.getLogger("align.evals")
 

@@ -29,13 +29,14 @@ from typing import Any
 
 import yaml
 
-from align.checkpoint import dumps_json, write_text_atomic
-from align.errors import Interrupted, RecipeError
 from align.evals import plots, report
 from align.evals.frontier import RewardFn
 from align.evals.mt_bench import EvalConfig, EvalResult, evaluate_runs
 from align.evals.policies import read_json
-from align.recipe import Recipe, dump_recipe, load_recipe
+from align.methods import load_recipe
+from align.recipe import Recipe, dump_recipe
+from align.util.errors import Interrupted, RecipeError
+from align.util.files import dumps_json, write_text_atomic
 
 log = logging.getLogger("align.evals")
 
@@ -132,7 +133,7 @@ def finished(run_dir: Path, recipe: Recipe) -> bool:
 
 
 def train_all(runs: list[SweepRun]) -> None:
-    from align.run_dir import is_occupied
+    from align.engine.run_dir import is_occupied
     from align.train import run
 
     for i, r in enumerate(runs, start=1):

@@ -37,3 +37,11 @@ class ObjectiveOutput:
 
     loss: torch.Tensor
     metrics: dict[str, torch.Tensor]
+
+
+def mean_metrics(outputs: list[ObjectiveOutput]) -> dict[str, torch.Tensor]:
+    """Concatenate per-example metrics (and loss) across micro-batches (the loop averages them)."""
+    keys = outputs[0].metrics.keys()  # per example; NaN where a metric does not apply
+    merged = {k: torch.cat([o.metrics[k].float() for o in outputs]) for k in keys}
+    merged["loss"] = torch.cat([o.loss.detach().float() for o in outputs])
+    return merged

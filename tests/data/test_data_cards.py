@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from align.data.cards import available_cards, load_card, load_card_records, split_records
-from align.errors import DataError, RecipeError
+from align.util.errors import DataError, RecipeError
 
 CARD = """---
 name: tiny-prefs

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from align.data.parse import RecordError, parse_pair, parse_prompt, parse_unpaired
-from align.errors import DataError
+from align.util.errors import DataError
 
 
 def sys(text: str) -> dict:

@@ -11,7 +11,7 @@ import pytest
 
 from align.data.records import LoadStats
 from align.data.sources import load_pairs, load_prompts, load_records, load_unpaired, read_rows
-from align.errors import DataError
+from align.util.errors import DataError
 
 ROWS = [
     {"prompt": "p0", "chosen": "c0", "rejected": "r0"},

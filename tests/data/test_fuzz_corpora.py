@@ -28,14 +28,14 @@ from fuzz_corpora import Corpus, csv_corpora, json_corpora, jsonl_corpora, parqu
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import align.data.inspect
 import align.data.prepare
-import align.inspect
-import align.models
+import align.models.load
 import align.train
 from align.cli import main
-from align.embedded import cache_dir
-from align.models import load_tokenizer
+from align.models.load import load_tokenizer
 from align.recipe import ModelConfig
+from align.util.files import cache_dir
 
 TINY = str(Path(__file__).resolve().parents[1] / "tiny.yaml")
 MIN_CORPORA = 1000
@@ -96,13 +96,13 @@ def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ALIGN_CACHE", str(root / "cache"))
         mp.setenv("ALIGN_LOG_LEVEL", "WARNING")
-        mp.setattr(align.inspect, "load_tokenizer", lambda spec: tok)
+        mp.setattr(align.models.load, "load_tokenizer", lambda spec: tok)
         mp.setattr(align.train, "load_tokenizer", lambda spec: tok)
         mp.setattr(
             align.data.prepare, "tokenizer_fingerprint", lambda t: memo if t is tok else real_fingerprint(t)
         )
         mp.setattr(align.train, "load_model", stop)
-        mp.setattr(align.models, "load_model", stop)
+        mp.setattr(align.models.load, "load_model", stop)
         mp.setattr(align.train, "prepare", recording_prepare)
         yield run
     total = sum(COUNTS.values())

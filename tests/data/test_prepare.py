@@ -14,9 +14,9 @@ import align.data.prepare as prep
 from align.data.prepare import fingerprint, prepare
 from align.data.records import BadRecordsError, PairRecord
 from align.data.tokenize import TokenizeConfig
-from align.errors import DataError
-from align.models import load_tokenizer
+from align.models.load import load_tokenizer
 from align.recipe import DataConfig, ModelConfig
+from align.util.errors import DataError
 
 
 @pytest.fixture(scope="module")

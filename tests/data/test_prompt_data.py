@@ -14,9 +14,9 @@ from align.data.cards import REPO_ROOT, load_card, load_card_records
 from align.data.prepare import fingerprint, prepare
 from align.data.records import PairRecord, PromptRecord, UnpairedRecord
 from align.data.tokenize import TokenizeConfig
-from align.errors import DataError
-from align.models import load_tokenizer
+from align.models.load import load_tokenizer
 from align.recipe import DataConfig, ModelConfig
+from align.util.errors import DataError
 
 CHAT = [
     {"role": "system", "content": "Be brief."},

@@ -9,7 +9,7 @@ import pytest
 
 from align.data.records import BadRecordsError, LoadStats
 from align.data.sources import load_pairs, load_unpaired, read_rows
-from align.errors import DataError
+from align.util.errors import DataError
 
 GOOD = {"prompt": "p", "chosen": "c", "rejected": "r"}
 

@@ -12,9 +12,9 @@ import pytest
 
 from align.data.records import PairRecord, UnpairedRecord
 from align.data.tokenize import TokenizeConfig, Tokenizer
-from align.errors import DataError
-from align.models import load_tokenizer
+from align.models.load import load_tokenizer
 from align.recipe import ModelConfig
+from align.util.errors import DataError
 
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from align.data.records import PairRecord
 from align.data.tokenize import TokenizeConfig, Tokenizer
-from align.models import load_tokenizer
+from align.models.load import load_tokenizer
 from align.recipe import ModelConfig
 
 TURN = re.compile(r"<\|im_start\|>(system|user|assistant)\n(.*?)<\|im_end\|>\n", re.S)

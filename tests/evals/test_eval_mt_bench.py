@@ -13,13 +13,13 @@ from eval_helpers import eval_config, write_questions
 from judge_server import Reply, stable_rating, user_text
 
 from align.cli import main
-from align.errors import AlignError
 from align.evals.answers import conversation, generate, render
 from align.evals.judges import JudgeAuthError
 from align.evals.mt_bench import EvalDirError, evaluate_runs
 from align.evals.pairwise import outcome
 from align.evals.policies import RunDirError, describe_run, load
 from align.evals.questions import load_questions
+from align.util.errors import AlignError
 
 
 def rows_of(path: Path) -> list[dict]:
@@ -288,7 +288,7 @@ def test_reward_column_from_a_reward_callable(tiny_runs, judge_server, tmp_path)
 
 
 def test_one_run_is_evaluated_beside_it_where_push_finds_it(tiny_runs, judge_server, tmp_path, capsys):
-    from align.hub_card import eval_tables
+    from align.hub.card import eval_tables
 
     run = tmp_path / "dpo"
     shutil.copytree(tiny_runs["dpo"], run)
@@ -307,7 +307,7 @@ def test_reward_run_scores_the_samples_through_the_cli(tiny_runs, judge_server, 
     its scores equal the reward model's own on the same prompt + response sequences."""
     from run_helpers import run_tiny
 
-    from align.reward_model import reward_function
+    from align.models.reward_model import reward_function
 
     reward_run = tmp_path / "reward"
     run_tiny(

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from eval_helpers import SHARED
 
-from align.errors import DataError
 from align.evals import ratings, stats
 from align.evals.questions import (
     CATEGORIES,
@@ -20,6 +19,7 @@ from align.evals.questions import (
     load_questions,
 )
 from align.evals.store import JsonlStore
+from align.util.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[2]
 

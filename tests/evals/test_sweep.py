@@ -13,8 +13,8 @@ from PIL import Image
 from run_helpers import TINY, metric_steps
 
 from align.cli import main
-from align.errors import RecipeError
 from align.evals.sweep import parse_grid, plan, run_name, run_sweep
+from align.util.errors import RecipeError
 
 GRID = ["beta=0.1,0.5", "method=dpo,ipo"]
 SMALL = ["train.max_steps=2", "train.save_every=1", "data.max_eval_examples=4", "data.max_train_examples=16"]

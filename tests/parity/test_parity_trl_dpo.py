@@ -56,11 +56,11 @@ from trl import DPOConfig, DPOTrainer
 from align.data.batches import PairBatch, collate_pairs
 from align.data.records import PairRecord
 from align.data.tokenize import TokenizeConfig, Tokenizer
-from align.logprobs import SequenceScorer
-from align.models import load_tokenizer, tiny_model
+from align.models.load import load_tokenizer, tiny_model
+from align.models.logprobs import SequenceScorer
+from align.models.reference import AdapterOffReference
 from align.objectives import SeqLogps, get_objective
 from align.recipe import ModelConfig
-from align.reference import AdapterOffReference
 from tests.model_helpers import randomize_lora_b
 
 ATOL = 1e-5

@@ -17,11 +17,11 @@ from peft import LoraConfig
 from trl import KTOConfig, KTOTrainer
 
 from align.data.batches import collate_unpaired
-from align.logprobs import SequenceScorer
 from align.methods import KTOMethod
-from align.models import load_tokenizer, tiny_model
+from align.models.load import load_tokenizer, tiny_model
+from align.models.logprobs import SequenceScorer
+from align.models.reference import AdapterOffReference
 from align.recipe import ModelConfig
-from align.reference import AdapterOffReference
 from tests.model_helpers import randomize_lora_b
 
 ATOL = 1e-5

@@ -14,12 +14,12 @@ import torch
 from datasets import Dataset
 from trl import RewardConfig, RewardTrainer
 
-from align.adapters import ScalarHead
 from align.data.batches import collate_pairs
-from align.models import load_tokenizer, tiny_config, tiny_model
+from align.models.adapters import ScalarHead
+from align.models.load import load_tokenizer, tiny_config, tiny_model
+from align.models.reward_model import RewardScorer
 from align.objectives.reward import bradley_terry_loss
 from align.recipe import ModelConfig
-from align.reward_model import RewardScorer
 
 PAIRS = [
     ([{"role": "user", "content": "2+2?"}], "4.", "5."),

@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from align.checkpoint import list_checkpoints
-from align.errors import PushError
-from align.hub_card import ADAPTER_FILES, RUN_FILES, RunRecord, model_card, portable_base
+from align.engine.checkpoint import list_checkpoints
+from align.hub.card import ADAPTER_FILES, RUN_FILES, RunRecord, model_card, portable_base
+from align.util.errors import PushError
 
 
 @dataclass(frozen=True)

@@ -46,4 +46,4 @@ class TrainingError(AlignError):
 class Interrupted(AlignError):
     """Stopped by SIGINT/SIGTERM after writing a checkpoint; the message holds the resume command."""
 
-    exit_code = 75  # align.interrupt.EXIT_INTERRUPTED
+    exit_code = 75  # align.engine.interrupt.EXIT_INTERRUPTED

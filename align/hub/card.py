@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from align import __version__
-from align.embedded import EMBEDDED_HUB_ID, EMBEDDED_NAME
-from align.offline import is_repo_id
-from align.secrets import redact
+from align.models.embedded import EMBEDDED_HUB_ID, EMBEDDED_NAME
+from align.util.offline import is_repo_id
+from align.util.secrets import redact
 
 # License ids the Hub knows (lowercase); a data card's license outside this set becomes `other`.
 HUB_LICENSES = {
@@ -34,7 +34,7 @@ RUN_FILES = ("recipe.yaml", "manifest.json", "summary.json", "metrics.jsonl")
 
 @dataclass(frozen=True)
 class RunRecord:
-    """A finished run's records, read once (align/hub.py: read_run checks it is complete)."""
+    """A finished run's records, read once (align/hub/push.py: read_run checks it is complete)."""
 
     run_dir: Path
     manifest: dict[str, Any]
@@ -108,7 +108,7 @@ def hub_license(text: str | None) -> tuple[str | None, str | None]:
 def data_info(run: RunRecord) -> DataInfo | None:
     """The data card the run used (its license and summary), or the dataset's hub id."""
     from align.data.cards import load_card
-    from align.errors import AlignError
+    from align.util.errors import AlignError
 
     data = run.recipe.get("data") or {}
     source = (run.manifest.get("data") or {}).get("source")

@@ -1,38 +1,20 @@
-"""RLHF-PPO on one frozen base: policy, value, reward and reference as adapters of one model.
+"""PPO's trainable module and its rollout phase: sample, score, advantages, minibatch updates.
 
-Per loop step (align/loop.py calls `PPOPhase` as its rollout phase):
-  1. rollout: sample responses to this step's prompts with the policy (align/rollout.py);
-  2. scoring: policy and reference log-probs, values, the reward model's score (or a function's);
-  3. rewards with the KL penalty, GAE advantages (align/experience.py, align/objectives/);
-  4. `ppo.epochs` epochs of `ppo.minibatches` optimizer updates over the batch (the loop runs them).
-
-Departures from the N+ reference implementation (Huang et al. 2024), deliberate:
-  * the value model is an adapter + head on the policy's frozen base (initialised from the
-    reward run's adapter and head), not a second full model;
-  * advantages are whitened per process (as the reference does) but the adaptive KL controller
-    sees the KL averaged over every process, so all ranks share one β.
+`PPOModule.forward` is one training forward (policy log-probs, entropy and values) so DDP sees one
+forward per backward; `PPOPhase` is what the loop (align/engine/loop.py) calls before each step's
+updates, and the held-out evaluation (seeded sampling, score, KL to the reference).
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
-from align.adapters import (
-    ScalarHead,
-    adapter_state_of,
-    add_adapter,
-    load_adapter_state,
-    set_trainable,
-    use_adapter,
-)
-from align.errors import RecipeError
-from align.experience import (
+from align.engine.loop import Phase, Update
+from align.methods.experience import (
     PPOBatch,
     Scored,
     advantages,
@@ -41,93 +23,13 @@ from align.experience import (
     shape_rewards,
     to_batch,
 )
-from align.logprobs import token_logps_entropy
-from align.loop import Phase, Update
+from align.models.adapters import POLICY, VALUE, ScalarHead, adapter_state_of, load_adapter_state, use_adapter
+from align.models.logprobs import token_logps_entropy
+from align.models.reward_model import RewardSource, backbone_hidden
+from align.models.rollout import Rollout, Sampling, sample
 from align.objectives.kl import KLController
 from align.objectives.ppo import policy_loss, row_mean, token_mean_rows, value_loss
 from align.objectives.types import ObjectiveOutput
-from align.reward_model import (
-    ExternalRewardModel,
-    RewardScorer,
-    backbone_hidden,
-    check_same_base,
-    read_reward_run,
-)
-from align.rollout import Rollout, Sampling, sample
-
-log = logging.getLogger("align.ppo")
-
-POLICY, VALUE, REWARD = "default", "value", "reward"
-
-
-def check_recipe(r, where: str) -> None:
-    """Everything about a PPO recipe that needs no model."""
-    from align.methods import check_sections
-
-    c = r.ppo
-    given = [k for k in ("reward_run", "reward_model", "reward_function") if getattr(c, k)]
-    if len(given) != 1:
-        raise RecipeError(
-            f"{where}: ppo: set exactly one of ppo.reward_run (a reward run directory), ppo.reward_model "
-            f"(a local sequence-classification model) or ppo.reward_function (module:function)"
-            + (f"; got {', '.join(given)}" if given else "")
-        )
-    if c.value == "reward" and not c.reward_run:
-        raise RecipeError(
-            f"{where}: ppo.value: 'reward' initialises the value model from ppo.reward_run; set it"
-        )
-    if r.lora.dropout:
-        raise RecipeError(
-            f"{where}: lora.dropout: PPO needs 0 (the ratio of new to old log-probs must compare the same "
-            f"forward pass; dropout makes it noisy), got {r.lora.dropout}"
-        )
-    if r.label_smoothing or r.reference != "adapter_off":
-        raise RecipeError(f"{where}: label_smoothing / reference: not used by method 'ppo'; remove them")
-    if c.minibatches > r.train.per_device_batch_size * r.train.gradient_accumulation_steps:
-        raise RecipeError(
-            f"{where}: ppo.minibatches: {c.minibatches} is more than the prompts per rollout batch per process "
-            f"(train.per_device_batch_size x gradient_accumulation_steps = "
-            f"{r.train.per_device_batch_size * r.train.gradient_accumulation_steps})"
-        )
-    for key in ("desirable_weight", "undesirable_weight"):
-        if getattr(r, key) != 1.0:
-            raise RecipeError(f"{where}: {key}: applies to kto only, not 'ppo'")
-    if r.data.unpair:
-        raise RecipeError(f"{where}: data.unpair: applies to kto only, not 'ppo' (it reads prompts alone)")
-    check_sections(r, where)
-    if c.reward_function:
-        from align import rewards
-
-        rewards.resolve(c.reward_function, f"{where}: ppo.reward_function")
-
-
-@dataclass
-class PPOMethod:
-    beta: float
-    cfg: Any  # align.recipe.PPOConfig
-    batch_kind: ClassVar[str] = "prompts"
-    needs_reference: ClassVar[bool] = True
-
-    @property
-    def value_mode(self) -> str:
-        if self.cfg.value != "auto":
-            return self.cfg.value
-        return "reward" if self.cfg.reward_run else "fresh"
-
-    @property
-    def updates_per_step(self) -> int:
-        return self.cfg.epochs * self.cfg.minibatches
-
-    def manifest(self) -> dict[str, Any]:
-        return {
-            "objective": "ppo",
-            "normalisation": "token mean over each minibatch's real response tokens, per process",
-            "paper": "Schulman et al. 2017 (clipped surrogate); Ziegler et al. 2019 (KL penalty); "
-            "Huang et al. 2024 (N+ implementation details: defaults)",
-            "beta": self.beta,
-            "value_model": self.value_mode,
-            **asdict(self.cfg),
-        }
 
 
 class PPOModule(nn.Module):
@@ -187,75 +89,6 @@ class PPOModule(nn.Module):
         return Scored(logp, ref_logp, values, ent, reward(rollout, ids, att, pos))
 
 
-def build_roles(r, method: PPOMethod, peft_model, where: str) -> tuple[ScalarHead, str, Any]:
-    """Add the value and reward adapters beside the policy; returns (value head, value adapter name,
-    reward source). The policy and value adapters train; the reward adapter and head are frozen."""
-    c = r.ppo
-    hidden = peft_model.get_base_model().config.hidden_size
-    reward_dir = reward_head = None
-    if c.reward_run:
-        reward_dir, reward_recipe = read_reward_run(c.reward_run, where)
-        check_same_base(reward_recipe, r.model.name, where, c.reward_run)
-        add_adapter(peft_model, REWARD, reward_dir, None)
-        reward_head = ScalarHead.load(reward_dir / "score_head.safetensors")
-    mode = method.value_mode
-    if mode == "shared":
-        value_adapter, head = POLICY, ScalarHead(hidden, r.seed + 1)
-    else:
-        value_adapter = VALUE
-        add_adapter(peft_model, VALUE, reward_dir if mode == "reward" else None, r.lora)
-        head = (
-            ScalarHead.load(reward_dir / "score_head.safetensors")
-            if mode == "reward"
-            else ScalarHead(hidden, r.seed + 1)
-        )
-    set_trainable(peft_model, [POLICY] if value_adapter == POLICY else [POLICY, VALUE])
-    return head, value_adapter, (reward_head, c)
-
-
-class RewardSource:
-    """The score of each response: the reward adapter + head, a local model, or a function."""
-
-    def __init__(self, peft_model, reward_head, cfg, tokenizer, device) -> None:
-        self.tok, self.cfg = tokenizer, cfg
-        self.scorer = self.external = self.fn = None
-        if reward_head is not None:
-            self.scorer = RewardScorer(
-                peft_model, reward_head.to(device).requires_grad_(False), adapter=REWARD
-            )
-        elif cfg.reward_model:
-            self.external = ExternalRewardModel(cfg.reward_model, device)
-        else:
-            from align import rewards
-
-            self.fn = rewards.resolve(cfg.reward_function)
-
-    def texts(self, rollout: Rollout) -> tuple[list[str], list[str], list[list[int]]]:
-        lens = rollout.response_len.tolist()
-        plens = rollout.prompt_len.tolist()
-        resp_ids = [row[:n] for row, n in zip(rollout.response_ids.tolist(), lens)]
-        prompts = [
-            self.tok.decode(row[len(row) - n :], skip_special_tokens=True)
-            for row, n in zip(rollout.prompt_ids.tolist(), plens)
-        ]
-        responses = [self.tok.decode(ids, skip_special_tokens=True) for ids in resp_ids]
-        return prompts, responses, resp_ids
-
-    def __call__(self, rollout: Rollout, ids, att, pos) -> torch.Tensor:
-        if self.scorer is not None:
-            return self.scorer(ids, att, pos).float()
-        prompts, responses, resp_ids = self.texts(rollout)
-        if self.external is not None:
-            convs = [
-                [{"role": "user", "content": p}, {"role": "assistant", "content": a}]
-                for p, a in zip(prompts, responses)
-            ]
-            return self.external(convs).to(ids.device)
-        from align import rewards
-
-        return torch.tensor(rewards.call(self.fn, prompts, responses, resp_ids), device=ids.device)
-
-
 class PPOPhase:
     """The loop's rollout phase for PPO, its training step, its evaluation and its extra state."""
 
@@ -263,7 +96,7 @@ class PPOPhase:
         self,
         *,
         r,
-        method: PPOMethod,
+        method: Any,  # align.methods.ppo.PPOMethod
         accelerator,
         model,
         module: PPOModule,
@@ -389,24 +222,3 @@ class PPOPhase:
             "value/value_head.safetensors" if self.module.value_adapter == VALUE else "value_head.safetensors"
         )
         return {name: dict(self.module.value_head.state_dict())}
-
-
-@dataclass
-class PromptIndices:
-    """A held-out batch for `align.loop.evaluate`: just which prompts (sampling happens in the step)."""
-
-    idx: list[int]
-
-    def to(self, device) -> PromptIndices:
-        return self
-
-
-def unique_prompts(examples: list[dict]) -> list[dict]:
-    """One example per distinct prompt (pairwise data repeats prompts), in order."""
-    seen, out = set(), []
-    for ex in examples:
-        key = tuple(ex["prompt_ids"])
-        if key not in seen:
-            seen.add(key)
-            out.append({"prompt_ids": ex["prompt_ids"], "origin": ex.get("origin", ""), "index": len(out)})
-    return out

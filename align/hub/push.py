@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from align.errors import PushError
-from align.hub_card import RunRecord
-from align.hub_files import Upload, plan_uploads, read_run
-from align.offline import HubUnreachable, hub_endpoint, is_repo_id, online_for
-from align.secrets import redact, register_secret
+from align.hub.card import RunRecord
+from align.hub.files import Upload, plan_uploads, read_run
+from align.util.errors import PushError
+from align.util.offline import HubUnreachable, hub_endpoint, is_repo_id, online_for
+from align.util.secrets import redact, register_secret
 
 log = logging.getLogger("align.hub")
 T = TypeVar("T")

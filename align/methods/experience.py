@@ -1,9 +1,9 @@
 """PPO experience: one rollout batch scored by every role, turned into advantages and minibatches.
 
-Roles share one base (align/adapters.py): the policy (`default` adapter) and the reference
+Roles share one base (align/models/adapters.py): the policy (`default` adapter) and the reference
 (adapters off) give per-token log-probs of the sampled responses, the value model per-token
 values, the reward model one score per response at its last real token. Everything here runs
-without gradients in eval mode; the update (align/ppo.py) recomputes the policy and values.
+without gradients in eval mode; the update (align/methods/ppo.py) recomputes the policy and values.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from align.models.rollout import Rollout
 from align.objectives.advantages import explained_variance, gae, masked_mean, masked_whiten
 from align.objectives.kl import KL_ESTIMATORS
 from align.objectives.ppo import token_rewards
-from align.rollout import Rollout
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from align.reference import adapter_off
+from align.models.reference import adapter_off
 
 SHOWN = [
     ("policy/accuracy", "preference accuracy (policy log-prob, chosen > rejected)", "{:.1%}"),

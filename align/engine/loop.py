@@ -7,7 +7,7 @@ is skipped (`no_sync`) until the last micro-batch, so per-device 1 x accumulatio
 
 Per optimizer step, one small all-reduce tells every rank whether any rank saw a non-finite loss
 or gradient (the update is then skipped, counted and logged with the batch's record locations;
-`max_bad_steps` in a row stop the run) and whether a stop signal arrived (see align/interrupt.py).
+`max_bad_steps` in a row stop the run) and whether a stop signal arrived (see align/engine/interrupt.py).
 Train metrics are averaged over the whole logging window, not just its last step.
 
 A method with a rollout phase (PPO) supplies `phase(micro_indices) -> Phase`: the experience it
@@ -32,14 +32,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from align.checkpoint import CheckpointError, TrainState, dumps_json, save_checkpoint
 from align.data.batches import BatchPlan
-from align.errors import Interrupted, TrainingError
-from align.interrupt import StopRequest
-from align.methods import mean_metrics
-from align.objectives.types import ObjectiveOutput
-from align.ranks import any_rank
-from align.sharding import full_tensor
+from align.engine.checkpoint import CheckpointError, TrainState, save_checkpoint
+from align.engine.interrupt import StopRequest
+from align.engine.sharding import full_tensor
+from align.objectives.types import ObjectiveOutput, mean_metrics
+from align.util.errors import Interrupted, TrainingError
+from align.util.files import dumps_json
+from align.util.ranks import any_rank
 
 log = logging.getLogger("align.loop")
 
@@ -375,7 +375,7 @@ def _report_bad_step(parts: LoopParts, state: TrainState, indices: list[int], ba
 
 
 def _diverged_message(parts: LoopParts, state: TrainState, bad_run: int) -> str:
-    from align.checkpoint import list_checkpoints
+    from align.engine.checkpoint import list_checkpoints
 
     ckpts = list_checkpoints(parts.run_dir)
     last = f"the last good checkpoint is {ckpts[-1]}" if ckpts else "no checkpoint was written"

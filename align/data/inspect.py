@@ -6,6 +6,7 @@ shows the counts, lengths and examples of the good records.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -13,8 +14,7 @@ import torch
 from align.data.prepare import prepare
 from align.data.sources import FILE_SUFFIXES
 from align.data.tokenize import summarize
-from align.models import load_tokenizer
-from align.recipe import load_recipe
+from align.recipe import read_recipe
 
 
 def _percentiles(values: list[int]) -> str:
@@ -84,11 +84,13 @@ def _bad_records(load_stats: dict, on_bad_record: str) -> list[str]:
     return lines
 
 
-def inspect(source: str, recipe_path: str | None, overrides: list[str]) -> str:
+def inspect(source: str, recipe_path: str | None, overrides: list[str], load_tokenizer: Callable) -> str:
+    """Counts, lengths, truncation and two rendered examples of a source; `load_tokenizer(model_spec)`
+    comes from the caller (align/models/ sits above the data layer)."""
     key = _source_key(source)
     other = "data.path" if key == "data.card" else "data.card"
     # the data as it is, whatever method the recipe names (data.format=prompts under the default dpo)
-    recipe = load_recipe(recipe_path, [*overrides, f"{key}={source}", f"{other}="], check_method=False)
+    recipe = read_recipe(recipe_path, [*overrides, f"{key}={source}", f"{other}="])
     d = recipe.data
     tok = load_tokenizer(recipe.model)
     data = prepare(d, tok, strict=False)

@@ -14,9 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from align.adapters import HEAD_FILE, ScalarHead, use_adapter
-from align.errors import RecipeError
-from align.logprobs import causal_lm, packed_hidden
+from align import rewards
+from align.models.adapters import HEAD_FILE, REWARD, ScalarHead, use_adapter
+from align.models.logprobs import causal_lm, packed_hidden
+from align.models.rollout import Rollout
+from align.util.errors import RecipeError
 
 
 def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -163,7 +165,7 @@ def reward_function(run_dir: str | Path, device: str = "cpu", batch_size: int = 
     from peft import PeftModel
 
     from align.data.batches import pad_sequences
-    from align.models import load_model, load_tokenizer
+    from align.models.load import load_model, load_tokenizer
     from align.recipe import ModelConfig
 
     adapter_dir, recipe = read_reward_run(run_dir, "--reward-run")
@@ -190,3 +192,42 @@ def reward_function(run_dir: str | Path, device: str = "cpu", batch_size: int = 
         return out
 
     return score
+
+
+class RewardSource:
+    """The score of each response: the reward adapter + head, a local model, or a function."""
+
+    def __init__(self, peft_model, reward_head, cfg, tokenizer, device) -> None:
+        self.tok, self.cfg = tokenizer, cfg
+        self.scorer = self.external = self.fn = None
+        if reward_head is not None:
+            self.scorer = RewardScorer(
+                peft_model, reward_head.to(device).requires_grad_(False), adapter=REWARD
+            )
+        elif cfg.reward_model:
+            self.external = ExternalRewardModel(cfg.reward_model, device)
+        else:
+            self.fn = rewards.resolve(cfg.reward_function)
+
+    def texts(self, rollout: Rollout) -> tuple[list[str], list[str], list[list[int]]]:
+        lens = rollout.response_len.tolist()
+        plens = rollout.prompt_len.tolist()
+        resp_ids = [row[:n] for row, n in zip(rollout.response_ids.tolist(), lens)]
+        prompts = [
+            self.tok.decode(row[len(row) - n :], skip_special_tokens=True)
+            for row, n in zip(rollout.prompt_ids.tolist(), plens)
+        ]
+        responses = [self.tok.decode(ids, skip_special_tokens=True) for ids in resp_ids]
+        return prompts, responses, resp_ids
+
+    def __call__(self, rollout: Rollout, ids, att, pos) -> torch.Tensor:
+        if self.scorer is not None:
+            return self.scorer(ids, att, pos).float()
+        prompts, responses, resp_ids = self.texts(rollout)
+        if self.external is not None:
+            convs = [
+                [{"role": "user", "content": p}, {"role": "assistant", "content": a}]
+                for p, a in zip(prompts, responses)
+            ]
+            return self.external(convs).to(ids.device)
+        return torch.tensor(rewards.call(self.fn, prompts, responses, resp_ids), device=ids.device)

@@ -18,7 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from align.data.packing import block_mask
 from align.objectives.types import SeqLogps
-from align.ranks import any_rank
+from align.util.ranks import any_rank
 
 log = logging.getLogger("align.logprobs")
 
@@ -68,7 +68,7 @@ def resolve_layout(requested: str, attn_implementation: str | None, gradient_che
     (padded rows under gradient checkpointing, which drops the cache)."""
     attn = attn_implementation or "sdpa"
     if requested == "packed" and attn not in _MASKABLE:
-        from align.errors import RecipeError
+        from align.util.errors import RecipeError
 
         raise RecipeError(
             f"train.layout: packed needs an attention implementation that takes a 4D mask "

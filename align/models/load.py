@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from align.embedded import EMBEDDED_NAME, embedded_model_dir
-from align.errors import ModelError
-from align.offline import require_hub
+from align.models.embedded import EMBEDDED_NAME, embedded_model_dir
 from align.recipe import LoraConfig, ModelConfig
+from align.util.errors import ModelError
+from align.util.offline import require_hub
 
 log = logging.getLogger("align.models")
 
@@ -178,13 +178,13 @@ def add_lora(model, spec: LoraConfig):
     """Wrap the base model with a fresh trainable LoRA adapter; the base stays frozen."""
     from peft import get_peft_model
 
-    from align.lora_fused import fuse_lora
+    from align.models.lora_fused import fuse_lora
 
     config = peft_lora_config(spec)
     with warnings.catch_warnings():  # peft probes a deprecated transformers property
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
         peft_model = get_peft_model(model, config)
-    fuse_lora(peft_model)  # one GEMM per LoRA update (align/lora_fused.py)
+    fuse_lora(peft_model)  # one GEMM per LoRA update (align/models/lora_fused.py)
     return peft_model
 
 

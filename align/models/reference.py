@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from align.data.batches import PairBatch
-from align.models import model_identity
+from align.models.load import model_identity
 from align.objectives.types import SeqLogps
 from align.recipe import ModelConfig
 

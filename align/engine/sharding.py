@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from align.errors import AlignError
+from align.util.errors import AlignError
 
 log = logging.getLogger("align.sharding")
 

@@ -6,7 +6,7 @@
 * `bf16` / `fp16`: autocast to that dtype; the frozen base weights are *stored* in it too (half the
   memory, no per-forward weight casts) unless `model.dtype` says otherwise; the LoRA weights and
   their optimizer state stay float32 (PEFT's adapter upcast), and the LM-head log-softmax of the
-  selected positions runs in float32 (align/logprobs.py). fp16 adds Accelerate's loss scaler and
+  selected positions runs in float32 (align/models/logprobs.py). fp16 adds Accelerate's loss scaler and
   needs a CUDA GPU.
 * `auto`: what `accelerate launch --mixed_precision` (or its config file) names when that is bf16
   or fp16; otherwise bf16 on a CUDA GPU that supports it, fp32 on CPU.
@@ -24,7 +24,7 @@ from typing import Literal
 
 import torch
 
-from align.errors import RecipeError
+from align.util.errors import RecipeError
 
 Name = Literal["fp32", "bf16", "fp16"]
 _ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 HEAD_FILE = "score_head.safetensors"
+POLICY, VALUE, REWARD = "default", "value", "reward"  # adapter names of the RLHF roles
 
 
 class ScalarHead(nn.Module):
@@ -91,7 +92,7 @@ def add_adapter(peft_model: nn.Module, name: str, source: Path | None, lora) -> 
     if source is not None:
         peft_model.load_adapter(str(source), adapter_name=name, is_trainable=True)
         return
-    from align.models import peft_lora_config
+    from align.models.load import peft_lora_config
 
     peft_model.add_adapter(name, peft_lora_config(lora))
 

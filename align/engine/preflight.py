@@ -17,18 +17,18 @@ from pathlib import Path
 
 import torch
 
-from align.errors import ModelError, RecipeError
-from align.models import TINY_NAME, add_lora, first_line, load_config, tiny_model
+from align.engine.sharding import check_launch
+from align.models.load import TINY_NAME, add_lora, first_line, load_config, tiny_model
 from align.recipe import LoraConfig, ModelConfig, Recipe
-from align.sharding import check_launch
+from align.util.errors import ModelError, RecipeError
 
 _passed: set[str] = set()  # model+lora settings already checked in this process (cli, then train.run)
 
 
 def check(r: Recipe) -> None:
     """Raise RecipeError/ModelError (one line, naming the key) for what would fail after loading."""
-    from align import precision
-    from align.logprobs import resolve_layout
+    from align.engine import precision
+    from align.models.logprobs import resolve_layout
 
     check_launch()  # DeepSpeed / FSDP1: refused before Accelerate or the model loads
     check_output_dir(r.output_dir)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from align.checkpoint import (
+from align.engine.checkpoint import (
     TrainState,
     list_checkpoints,
     load_checkpoint,
@@ -24,10 +24,10 @@ from align.checkpoint import (
     set_aside_run,
     trim_metrics,
 )
-from align.errors import AlignError
+from align.util.errors import AlignError
 
 if TYPE_CHECKING:
-    from align.loop import LoopParts
+    from align.engine.loop import LoopParts
     from align.recipe import Recipe
 
 log = logging.getLogger("align.train")
