@@ -9,7 +9,7 @@ Ethayarajh et al. 2024 ("KTO: Model Alignment as Prospect Theoretic Optimization
 
 z0 is the reference point: a KL estimate from *mismatched* pairs (x, y') where y' is another
 record's completion. Estimating it is the caller's job (`kl_sums`, then a sum over every process
-divided by the global count: align/methods.py), because it couples examples and ranks; this
+divided by the global count: align/methods/kto.py), because it couples examples and ranks; this
 module stays a pure function of log-probabilities, labels and z0.
 
 Worked example (β = 0.1, z0 = 0.5, λ_D = 1, λ_U = 1.5): a desirable completion with r = 2.5 has
