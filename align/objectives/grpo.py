@@ -10,7 +10,8 @@ Shao et al. 2024 (DeepSeekMath, arXiv 2402.03300). For a prompt with G sampled c
 
 `scale` picks the advantage's denominator: "group" (the paper; std with Bessel's correction, as
 TRL), "batch" (one std over the whole batch, TRL's "batch"), "none" (Dr. GRPO, Liu et al. 2025,
-arXiv 2503.20783: no std, which biases updates towards easy and hard prompts). A group whose
+arXiv 2503.20783: no std, since dividing by it up-weights prompts whose rewards barely vary, the
+too-easy and too-hard ones). A group whose
 rewards are all equal, or a group of one, gets A = 0 exactly, never NaN. eps = 1e-4 as in TRL
 (the paper does not state one).
 
