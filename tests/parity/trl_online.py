@@ -17,7 +17,7 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig
 
-from align.models import load_tokenizer, tiny_model
+from align.models.load import load_tokenizer, tiny_model
 from align.recipe import ModelConfig
 
 # fp32 on CPU everywhere (TRL's configs default to bf16, which autocasts where a GPU is present).
