@@ -36,6 +36,16 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
 
 
+def sequence_kl(
+    logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, estimator: str = "k1"
+) -> torch.Tensor:
+    """[N] KL estimate summed over each row's real tokens (padding, even NaN there, adds 0)."""
+    m = mask.bool()
+    zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    kl = KL_ESTIMATORS[estimator](torch.where(m, logp, zero), torch.where(m, ref_logp, zero))
+    return torch.where(m, kl, zero).sum(1)
+
+
 @dataclass
 class KLController:
     """β for the KL penalty: fixed (`target` None) or adaptive (Ziegler et al. 2019)."""

@@ -39,13 +39,21 @@ def token_rewards(score: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, bet
 
 
 def policy_loss(
-    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, clip: float
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    clip: float,
+    clip_high: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-token (clipped surrogate loss, clipped?, approx-KL old→new = ½ (log ρ)²), each [N, T]."""
+    """Per-token (clipped surrogate loss, clipped?, approx-KL old→new = ½ (log ρ)²), each [N, T].
+
+    ρ is clipped to [1 - clip, 1 + clip_high] (clip_high None: symmetric; DAPO's "clip-higher"
+    sets it above `clip`); `math.inf` for both disables clipping."""
+    high = clip if clip_high is None else clip_high
     log_ratio = logp - old_logp
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip, 1.0 + high)
     loss = torch.maximum(unclipped, clipped)
     return loss, (clipped > unclipped).float().detach(), 0.5 * log_ratio.detach() ** 2
 
