@@ -56,7 +56,10 @@ def _word(rng: random.Random) -> tuple[str, int]:
     kind = rng.randrange(4)
     if kind == 0:
         a, b = rng.randint(2, 12), rng.randint(2, 9)
-        text, answer = f"{name} has {a} {item} and buys {b} more. How many {item} does {name} have now?", a + b
+        text, answer = (
+            f"{name} has {a} {item} and buys {b} more. How many {item} does {name} have now?",
+            a + b,
+        )
     elif kind == 1:
         a = rng.randint(6, 15)
         b = rng.randint(1, 5)
@@ -90,7 +93,9 @@ def build() -> list[dict]:
             if text in seen:  # the multiplication table is small: draw again rather than repeat
                 continue
             seen.add(text)
-            rows.append({"prompt": [{"role": "user", "content": text}], "answer": str(answer), "category": category})
+            rows.append(
+                {"prompt": [{"role": "user", "content": text}], "answer": str(answer), "category": category}
+            )
             n += 1
     rng.shuffle(rows)
     _check(rows)

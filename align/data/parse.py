@@ -81,8 +81,10 @@ def parse_prompt(
     """Normalise one prompt-only row (for PPO): a prompt string, or messages ending with a user turn.
 
     A conversation kept under another column name (e.g. `messages`) is read with
-    `columns: {prompt: messages}`; other columns are ignored."""
-    column = _column_lookup(columns)("prompt")
+    `columns: {prompt: messages}`; an `answer` column (mapped the same way) is kept when present,
+    other columns are ignored."""
+    col = _column_lookup(columns)
+    column = col("prompt")
     try:
         _check_row(row)
         if column not in row:
@@ -93,9 +95,28 @@ def parse_prompt(
                 "prompt is implicit in chosen/rejected or completion need data.format pairwise/unpaired)",
             )
         prompt = _prompt(_present(row, column), column)
+        answer = _answer(row.get(col("answer")), col("answer"))
     except _Bad as bad:
         raise RecordError(source, where, bad.field, bad.category, bad.detail) from None
-    return PromptRecord(prompt, origin=f"{source}:{where}")
+    return PromptRecord(prompt, origin=f"{source}:{where}", answer=answer)
+
+
+def _answer(value: Any, column: str) -> str | None:
+    """A checkable answer as text: a string, or a JSON number (CSV and JSON give either); absent or
+    null means none. A list or a bool is refused: it would compare as its repr, never matching."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise _Bad(column, "bad answer", f"{value!r} is not a finite number")
+        return str(value)
+    if not isinstance(value, str):
+        raise _Bad(
+            column, "wrong type", f"expected a string or a number as the answer, got {type(value).__name__}"
+        )
+    if not _text(value, column).strip():
+        raise _Bad(column, "empty answer")
+    return value.strip()
 
 
 def _column_lookup(columns: Mapping[str, str] | None):

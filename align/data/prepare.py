@@ -171,7 +171,8 @@ def tokenizer_fingerprint(tok) -> str:
 def _record_json(r: Record) -> str:
     """A list per pair/unpaired record, an object per prompt-only one: the formats never collide."""
     if isinstance(r, PromptRecord):
-        return json.dumps({"prompt": r.prompt}, sort_keys=True)
+        answer = {} if r.answer is None else {"answer": r.answer}
+        return json.dumps({"prompt": r.prompt, **answer}, sort_keys=True)
     if isinstance(r, UnpairedRecord):
         return json.dumps([r.prompt, r.completion, r.label], sort_keys=True)
     return json.dumps([r.prompt, r.chosen, r.rejected], sort_keys=True)
@@ -298,5 +299,7 @@ def _tokenize(tk: Tokenizer, records: list[Record], bad: list[list[Any]]) -> lis
             continue
         if ex is not None:
             ex["origin"] = r.origin
+            if getattr(r, "answer", None) is not None:  # what a verifiable reward checks replies against
+                ex["answer"] = r.answer
             out.append(ex)
     return out

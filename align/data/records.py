@@ -3,7 +3,8 @@
 A record is either *plain* (prompt and completions are strings; no chat template) or
 *conversational* (prompt is a list of chat messages ending with a user turn, completions are lists
 of assistant messages). Implicit-prompt transcripts are converted into the conversational form by
-the parser. A prompt-only record (for PPO, which samples its own responses) has no completion.
+the parser. A prompt-only record (for PPO, which samples its own responses) has no completion,
+and optionally an answer a verifiable reward checks.
 """
 
 from __future__ import annotations
@@ -48,10 +49,12 @@ class UnpairedRecord:
 
 @dataclass(frozen=True)
 class PromptRecord:
-    """One prompt for a method that samples its own responses (PPO)."""
+    """One prompt for a method that samples its own responses (PPO). `answer` is the checkable
+    answer (text; numbers as their decimal string) a verifiable reward compares replies with."""
 
     prompt: Text
     origin: str = ""
+    answer: str | None = None
 
     @property
     def conversational(self) -> bool:

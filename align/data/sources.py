@@ -29,7 +29,7 @@ log = logging.getLogger("align.data")
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
 UNPAIRED_FIELDS = ("prompt", "completion", "label")
-PROMPT_FIELDS = ("prompt",)
+PROMPT_FIELDS = ("prompt", "answer")
 FIELDS = {"pairwise": PAIR_FIELDS, "unpaired": UNPAIRED_FIELDS, "prompts": PROMPT_FIELDS}
 FORMATS = tuple(FIELDS)  # record formats a source (or data card) can hold
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")

@@ -196,11 +196,15 @@ class PromptIndices:
 
 
 def unique_prompts(examples: list[dict]) -> list[dict]:
-    """One example per distinct prompt (pairwise data repeats prompts), in order."""
+    """One example per distinct prompt (pairwise data repeats prompts), in order, with its answer
+    (the first one's) when the data has answers."""
     seen, out = set(), []
     for ex in examples:
         key = tuple(ex["prompt_ids"])
         if key not in seen:
             seen.add(key)
-            out.append({"prompt_ids": ex["prompt_ids"], "origin": ex.get("origin", ""), "index": len(out)})
+            kept = {"prompt_ids": ex["prompt_ids"], "origin": ex.get("origin", ""), "index": len(out)}
+            if ex.get("answer") is not None:
+                kept["answer"] = ex["answer"]
+            out.append(kept)
     return out

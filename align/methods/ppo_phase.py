@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from align.engine.loop import Phase, Update
+from align.methods.accuracy import answers_of, greedy_accuracy
 from align.methods.experience import (
     PPOBatch,
     Scored,
@@ -81,12 +82,14 @@ class PPOModule(nn.Module):
         return logp, ent, values
 
     @torch.no_grad()
-    def score(self, rollout: Rollout, reward) -> Scored:
+    def score(self, rollout: Rollout, reward, answers: list[str | None] | None = None) -> Scored:
+        """Log-probs, reference log-probs, values, entropy and the reward of each row; `answers`
+        go to the reward (a verifiable reward function checks them)."""
         ids, att, pos = rollout.sequences()
         logp, ent, pred = self._stats(self._hidden(POLICY, ids, att, pos), rollout.response_ids)
         values = self._values(pred, ids, att, pos, rollout.response_ids.shape[1])
         ref_logp, _, _ = self._stats(self._hidden(None, ids, att, pos), rollout.response_ids)
-        return Scored(logp, ref_logp, values, ent, reward(rollout, ids, att, pos))
+        return Scored(logp, ref_logp, values, ent, reward(rollout, ids, att, pos, answers))
 
 
 class PPOPhase:
@@ -108,7 +111,7 @@ class PPOPhase:
         self.r, self.c, self.method = r, r.ppo, method
         self.acc, self.model, self.module, self.reward = accelerator, model, module, reward
         self.prompts, self.eval_prompts = prompts, eval_prompts
-        self.eos, self.pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+        self.tok, self.eos, self.pad = tokenizer, tokenizer.eos_token_id, tokenizer.pad_token_id
         self.kl = KLController(method.beta, self.c.kl_target, self.c.kl_horizon)
         self.sampling = Sampling(self.c.max_new_tokens, self.c.temperature, self.c.top_k, self.c.top_p)
         self.rollouts = 0  # seeds each rollout's generator: resuming at step k samples what step k would
@@ -130,12 +133,13 @@ class PPOPhase:
 
     def __call__(self, micro_idx: list[list[int]]) -> Phase:
         t0 = time.perf_counter()
-        prompts = [self.prompts[i]["prompt_ids"] for idx in micro_idx for i in idx]
+        examples = [self.prompts[i] for idx in micro_idx for i in idx]
+        prompts = [ex["prompt_ids"] for ex in examples]
         step = self.rollouts
         self.rollouts += 1
         rollout = self._rollout(prompts, self._generator(0, step))
         t1 = time.perf_counter()
-        scored = self.module.score(rollout, self.reward)
+        scored = self.module.score(rollout, self.reward, answers_of(examples))
         beta = self.kl.value
         rewards, score, kl = shape_rewards(rollout, scored, beta, self.c)
         adv, ret, ev = advantages(rollout, scored, rewards, self.c)
@@ -179,21 +183,27 @@ class PPOPhase:
             },
         )
 
-    # -- held-out prompts: sample (seeded the same way every time), score, KL to the reference --
+    # -- held-out prompts: sample (seeded the same way every time), score, KL to the reference; and
+    # greedy accuracy when every prompt has a checkable answer --
     def eval_step(self, idx_batch, training: bool) -> ObjectiveOutput:
         idx = idx_batch.idx
-        rollout = self._rollout([self.eval_prompts[i]["prompt_ids"] for i in idx], self._generator(2, idx[0]))
-        scored = self.module.score(rollout, self.reward)
+        examples = [self.eval_prompts[i] for i in idx]
+        prompts, answers = [ex["prompt_ids"] for ex in examples], answers_of(examples)
+        rollout = self._rollout(prompts, self._generator(2, idx[0]))
+        scored = self.module.score(rollout, self.reward, answers)
         _, score, kl = shape_rewards(rollout, scored, self.kl.value, self.c)
-        return ObjectiveOutput(
-            loss=-(scored.score.float() - self.kl.value * kl["kl_ref"]),
-            metrics={
-                "score": scored.score.float(),
-                **kl,
-                "response_length": rollout.response_len.float(),
-                "eos": rollout.ended.float(),
-            },
-        )
+        metrics = {
+            "score": scored.score.float(),
+            **kl,
+            "response_length": rollout.response_len.float(),
+            "eos": rollout.ended.float(),
+        }
+        if answers is not None and all(a is not None for a in answers):
+            with use_adapter(self.module.model, POLICY):  # _rollout left the module in eval mode
+                metrics["accuracy"] = greedy_accuracy(
+                    self.module.model, prompts, answers, self.tok, self.c.max_new_tokens
+                )
+        return ObjectiveOutput(loss=-(scored.score.float() - self.kl.value * kl["kl_ref"]), metrics=metrics)
 
     # -- checkpoints --
     def extra_state(self) -> dict[str, torch.Tensor]:

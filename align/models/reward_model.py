@@ -9,6 +9,7 @@ adapter (`adapter/`, stock PEFT files) and the head (`adapter/score_head.safeten
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -220,7 +221,11 @@ class RewardSource:
         responses = [self.tok.decode(ids, skip_special_tokens=True) for ids in resp_ids]
         return prompts, responses, resp_ids
 
-    def __call__(self, rollout: Rollout, ids, att, pos) -> torch.Tensor:
+    def __call__(
+        self, rollout: Rollout, ids, att, pos, answers: Sequence[str | None] | None = None
+    ) -> torch.Tensor:
+        """Scores [N]; `answers` (each row's prompt record's answer) reach a reward function that
+        asks for them, and are ignored by reward models."""
         if self.scorer is not None:
             return self.scorer(ids, att, pos).float()
         prompts, responses, resp_ids = self.texts(rollout)
@@ -230,4 +235,4 @@ class RewardSource:
                 for p, a in zip(prompts, responses)
             ]
             return self.external(convs).to(ids.device)
-        return torch.tensor(rewards.call(self.fn, prompts, responses, resp_ids), device=ids.device)
+        return torch.tensor(rewards.call(self.fn, prompts, responses, resp_ids, answers), device=ids.device)

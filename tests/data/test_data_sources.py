@@ -253,7 +253,7 @@ def test_prompts_load_from_every_local_format(tmp_path: Path, kind: str) -> None
     assert same == records
     with pytest.raises(
         DataError,
-        match=r"field 'columns': unknown field\(s\) \['chosen'\]; expected some of \['prompt'\] "
+        match=r"field 'columns': unknown field\(s\) \['chosen'\]; expected some of \['prompt', 'answer'\] "
         r"\(fields of pairwise records: set data.format\)",
     ):
         load_prompts(str(path), columns={"chosen": "q"})
