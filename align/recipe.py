@@ -23,7 +23,7 @@ import yaml
 from align.util.errors import RecipeError
 
 # Every method's name (align/methods/ holds each one's checks and wiring; a test keeps the two equal).
-METHOD_NAMES = ("dpo", "cdpo", "ipo", "hinge", "kto", "reward", "ppo")
+METHOD_NAMES = ("dpo", "cdpo", "ipo", "hinge", "kto", "reward", "ppo", "rloo", "grpo")
 
 INT_MAX = 2**31 - 1  # counts and sizes end up in torch/numpy int32/int64 code paths
 AttnImplementation = Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"]
@@ -185,6 +185,37 @@ class PPOConfig:
 
 
 @dataclass
+class OnlineConfig:
+    """`method: rloo` and `method: grpo` (align/methods/online.py): k sampled completions per prompt,
+    advantages from the group, no value model. `beta` (top level) weighs the KL to the reference
+    (adapters off): in the reward for rloo (Ahmadian et al. 2024), as a k3 loss term for grpo
+    (Shao et al. 2024); 0 skips the reference forward. A micro-batch of the update is
+    `train.per_device_batch_size` prompts with their `group_size` completions."""
+
+    reward_run: str | None = None  # a `method: reward` run directory (same base model)
+    reward_model: str | None = None  # or a local sequence-classification model directory
+    reward_function: str | None = None  # or `align.rewards:<name>` / `module:function`
+    group_size: int = ranged(4, "[2, 1024]")  # completions per prompt (RLOO's k, GRPO's G)
+    max_new_tokens: int = ranged(64, "[1, 65536]")
+    temperature: float = ranged(1.0, "(0, 100]")
+    top_k: int = ranged(0, f"[0, {INT_MAX}]")  # 0: off
+    top_p: float = ranged(1.0, "(0, 1]")
+    missing_eos_penalty: float | None = ranged(None, "[0, 1e6]")  # subtracted from the score
+    clip: float | None = ranged(0.2, "(0, 10]")  # ε_low; None: unclipped ratios (rloo only)
+    clip_high: float | None = ranged(None, "(0, 10]")  # ε_high (DAPO's clip-higher); None: = clip
+    epochs: int = ranged(1, "[1, 1000]")  # passes over each rollout batch (1: on-policy)
+    minibatches: int = ranged(1, "[1, 65536]")  # optimizer updates per epoch
+    # grpo: the loss reduction and the advantage's denominator (align/objectives/grpo.py)
+    normalisation: Literal["sequence", "token", "dr_grpo"] = "sequence"
+    scale: Literal["group", "batch", "none"] = "group"
+    # rloo: one ratio per completion or per token, and the reduction over its tokens (align/objectives/rloo.py)
+    ratio: Literal["sequence", "token"] = "sequence"
+    reduce: Literal["sum", "mean"] = "sum"
+    whiten: bool = False  # rloo: whiten advantages over the process's rollout batch
+    eval_prompts: int = ranged(16, f"[0, {INT_MAX}]")  # held-out prompts sampled before/after (0: none)
+
+
+@dataclass
 class LogConfig:
     trackers: list[Literal["tensorboard", "wandb"]] = field(default_factory=lambda: ["tensorboard"])
     project: str = "align"
@@ -213,7 +244,7 @@ class HubConfig:
 @dataclass
 class Recipe:
     method: str = "dpo"
-    beta: float = ranged(0.1, "(0, 1000]")
+    beta: float = ranged(0.1, "[0, 1000]")  # 0 (no KL term) only for the sampling methods
     label_smoothing: float = ranged(0.0, "[0, 0.5)")  # conservative DPO (cDPO) when > 0; dpo only
     ipo_normalization: Literal["mean", "sum"] = "mean"  # ipo only: per-token mean (TRL) or sum
     desirable_weight: float = ranged(1.0, "(0, 100]")  # kto only: λ_D
@@ -233,6 +264,7 @@ class Recipe:
     report: ReportConfig = field(default_factory=ReportConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)
     hub: HubConfig = field(default_factory=HubConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -437,6 +469,11 @@ def validate(r: Recipe, where: str) -> None:
     if (r.data.card is None) == (r.data.path is None):
         raise RecipeError(f"{where}: data: set exactly one of data.card or data.path")
     _validate_hub(r.hub, where)
+    if r.beta == 0 and r.method not in ("ppo", "rloo", "grpo", "reward"):
+        raise RecipeError(
+            f"{where}: beta: must be > 0 for '{r.method}' (it scales the log-ratio to the reference); "
+            "0 (no KL term) applies to ppo, rloo and grpo"
+        )
     if r.data.max_prompt_length >= r.data.max_length:
         raise RecipeError(
             f"{where}: data.max_prompt_length: {r.data.max_prompt_length} must be < "

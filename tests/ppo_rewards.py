@@ -22,3 +22,9 @@ def repeats(prompts: list[str], responses: list[str], response_ids: list[list[in
     """Share of response tokens equal to the token before them: learnable by a random model with
     tied embeddings (its residual stream already carries the current token's embedding)."""
     return [sum(a == b for a, b in zip(ids, ids[1:])) / max(len(ids) - 1, 1) for ids in response_ids]
+
+
+def answer_in_prompt(prompts: list[str], responses: list[str], answers: list[str]) -> list[float]:
+    """1 when the row's answer appears in its own prompt: checks that answers reach the reward row
+    by row (repeated for each sampled completion of a prompt), not shifted or shuffled."""
+    return [float(a in p) for p, a in zip(prompts, answers, strict=True)]

@@ -226,7 +226,8 @@ def test_data_card_and_path_both_or_neither_rejected():
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        (["beta=0"], r"beta: 0.0 is out of range \(0, 1000\]"),
+        (["beta=0"], r"beta: must be > 0 for 'dpo'"),
+        (["beta=-1"], r"beta: -1.0 is out of range \[0, 1000\]"),
         (["data.max_prompt_length=128"], r"data.max_prompt_length: 128 must be < data.max_length \(128\)"),
         (["train.gradient_accumulation_steps=0"], r"train.gradient_accumulation_steps: 0 is out of range"),
         (["log.trackers=[mlflow]"], r"log.trackers\[0\]: 'mlflow' is not one of \['tensorboard', 'wandb'\]"),

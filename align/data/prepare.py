@@ -76,7 +76,7 @@ def formats(data, card, want: str | None) -> tuple[str, bool]:
             None,
             "format",
             f"this method needs {NEEDS[want]}; the source holds prompts only (prompt-only data is for "
-            "methods that sample their own responses: ppo)",
+            "methods that sample their own responses: ppo, rloo, grpo)",
         )
     if want == "pairwise" and (source == "unpaired" or data.unpair):
         raise DataError(where, None, "format", "this method needs pairs; the source holds unpaired records")

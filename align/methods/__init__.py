@@ -9,6 +9,7 @@ view of the prepared data (PPO: the distinct prompts). One module per family:
 
   preference.py  dpo | cdpo | ipo | hinge     kto.py  kto
   reward.py      reward (Bradley-Terry)       ppo.py  ppo (+ ppo_phase.py, experience.py)
+  online.py      rloo | grpo (+ online_phase.py; rollout_phase.py is shared with ppo)
 
 The recipe (align/recipe.py) knows only the names (`METHOD_NAMES`); this registry checks each
 method's own keys (`check_recipe`), and `load_recipe` reads a recipe and checks both.
@@ -19,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from align.methods.kto import KTOFactory, KTOMethod
+from align.methods.online import OnlineFactory
 from align.methods.ppo import PPOFactory
 from align.methods.preference import PairwiseFactory, PairwiseMethod
 from align.methods.reward import RewardFactory, RewardMethod
@@ -34,9 +36,11 @@ __all__ = [
     "load_recipe",
 ]
 
-METHODS: dict[str, PairwiseFactory | KTOFactory | RewardFactory | PPOFactory] = {
+METHODS: dict[str, PairwiseFactory | KTOFactory | RewardFactory | PPOFactory | OnlineFactory] = {
     "reward": RewardFactory(),
     "ppo": PPOFactory(),
+    "rloo": OnlineFactory("rloo"),
+    "grpo": OnlineFactory("grpo"),
     "kto": KTOFactory(),
     "dpo": PairwiseFactory("dpo"),
     "cdpo": PairwiseFactory("dpo", require_smoothing=True),

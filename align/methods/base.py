@@ -26,13 +26,21 @@ if TYPE_CHECKING:
 
 
 def check_sections(r: Recipe, where: str) -> None:
-    """The `reward:` and `ppo:` sections configure their methods only: set elsewhere they are a
-    mistake (e.g. a PPO recipe whose method line was changed), not something to ignore."""
-    from align.recipe import PPOConfig, RewardConfig
+    """The `reward:`, `ppo:` and `online:` sections configure their methods only: set elsewhere they
+    are a mistake (e.g. a PPO recipe whose method line was changed), not something to ignore."""
+    from align.recipe import OnlineConfig, PPOConfig, RewardConfig
 
-    for section, default, owner in (("reward", RewardConfig(), "reward"), ("ppo", PPOConfig(), "ppo")):
-        if r.method != owner and getattr(r, section) != default:
-            raise RecipeError(f"{where}: {section}: applies to method '{owner}' only, not '{r.method}'")
+    sections = (
+        ("reward", RewardConfig(), ("reward",)),
+        ("ppo", PPOConfig(), ("ppo",)),
+        ("online", OnlineConfig(), ("rloo", "grpo")),
+    )
+    for section, default, owners in sections:
+        if r.method not in owners and getattr(r, section) != default:
+            raise RecipeError(
+                f"{where}: {section}: applies to method {' / '.join(repr(o) for o in owners)} only, "
+                f"not '{r.method}'"
+            )
 
 
 def pair_collators(r: Recipe, data: PreparedData, pad: int, pack: int | None):

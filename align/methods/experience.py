@@ -18,8 +18,44 @@ from align.objectives.kl import KL_ESTIMATORS
 from align.objectives.ppo import token_rewards
 
 
+class RowBatch:
+    """Rows of a rollout batch as a dataclass of tensors: moved and cut to a minibatch's rows.
+
+    Fields named in SEQUENCE_FIELDS are [n, Tp + Tr]; other 2-D tensors are [n, Tr] (response
+    columns); 1-D tensors are per row; anything else (counts, None) is carried as is."""
+
+    def to(self, device):
+        return type(self)(
+            **{
+                f.name: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                for f in fields(self)
+                for v in [getattr(self, f.name)]
+            }
+        )
+
+    def select(self, rows: torch.Tensor, tokens: float, n_rows: float, width: tuple[int, int]):
+        """Rows `rows`, cut to `width` = (prompt columns, response columns) they need: columns that
+        are padding in every selected row (left of the longest prompt, right of the longest
+        response) cost a forward and backward for nothing."""
+        keep_p, keep_r = width
+        tp = self.input_ids.shape[1] - self.response_ids.shape[1]
+        seq = slice(tp - keep_p, tp + keep_r)
+        out: dict = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, torch.Tensor):
+                v = v[rows.to(v.device)]
+                if f.name in SEQUENCE_FIELDS:
+                    v = v[:, seq]
+                elif v.dim() > 1:
+                    v = v[:, :keep_r]
+            out[f.name] = v
+        out.update(tokens=tokens, rows=n_rows)
+        return type(self)(**out)
+
+
 @dataclass
-class PPOBatch:
+class PPOBatch(RowBatch):
     """Rows of one minibatch (a micro-batch of it): sequences and what the update needs."""
 
     input_ids: torch.Tensor  # [n, Tp + Tr] left-padded prompt, right-padded response
@@ -33,32 +69,6 @@ class PPOBatch:
     returns: torch.Tensor
     tokens: float = 1.0  # real response tokens in the whole minibatch on this process
     rows: float = 1.0  # rows in the whole minibatch on this process
-
-    def to(self, device) -> PPOBatch:
-        return PPOBatch(
-            **{
-                f.name: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
-                for f in fields(self)
-                for v in [getattr(self, f.name)]
-            }
-        )
-
-    def select(self, rows: torch.Tensor, tokens: float, n_rows: float, width: tuple[int, int]) -> PPOBatch:
-        """Rows `rows`, cut to `width` = (prompt columns, response columns) they need: columns that
-        are padding in every selected row (left of the longest prompt, right of the longest
-        response) cost a forward and backward for nothing."""
-        keep_p, keep_r = width
-        tp = self.input_ids.shape[1] - self.response_ids.shape[1]
-        seq = slice(tp - keep_p, tp + keep_r)
-        out: dict = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, torch.Tensor):
-                v = v[rows.to(v.device)]
-                v = v[:, seq] if f.name in SEQUENCE_FIELDS else v[:, :keep_r]
-            out[f.name] = v
-        out.update(tokens=tokens, rows=n_rows)
-        return PPOBatch(**out)
 
 
 SEQUENCE_FIELDS = ("input_ids", "attention_mask", "position_ids")
@@ -126,8 +136,8 @@ def to_batch(rollout: Rollout, s: Scored, adv: torch.Tensor, ret: torch.Tensor) 
 
 
 def minibatch_updates(
-    batch: PPOBatch, epochs: int, minibatches: int, micro: int, generator: torch.Generator
-) -> list[tuple[list[PPOBatch], float]]:
+    batch: RowBatch, epochs: int, minibatches: int, micro: int, generator: torch.Generator
+) -> list[tuple[list[RowBatch], float]]:
     """For each epoch a fresh permutation of the rows, cut into `minibatches` minibatches, each cut
     into micro-batches of at most `micro` rows: [(micro-batches, rows in the minibatch), ...].
     Each micro-batch carries its minibatch's token and row counts (token-mean normalisation)."""

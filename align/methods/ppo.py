@@ -38,13 +38,7 @@ log = logging.getLogger("align.ppo")
 def check_recipe(r, where: str) -> None:
     """Everything about a PPO recipe that needs no model."""
     c = r.ppo
-    given = [k for k in ("reward_run", "reward_model", "reward_function") if getattr(c, k)]
-    if len(given) != 1:
-        raise RecipeError(
-            f"{where}: ppo: set exactly one of ppo.reward_run (a reward run directory), ppo.reward_model "
-            f"(a local sequence-classification model) or ppo.reward_function (module:function)"
-            + (f"; got {', '.join(given)}" if given else "")
-        )
+    check_reward_source(c, "ppo", where)
     if c.value == "reward" and not c.reward_run:
         raise RecipeError(
             f"{where}: ppo.value: 'reward' initialises the value model from ppo.reward_run; set it"
@@ -68,10 +62,6 @@ def check_recipe(r, where: str) -> None:
     if r.data.unpair:
         raise RecipeError(f"{where}: data.unpair: applies to kto only, not 'ppo' (it reads prompts alone)")
     check_sections(r, where)
-    if c.reward_function:
-        from align import rewards
-
-        rewards.resolve(c.reward_function, f"{where}: ppo.reward_function")
 
 
 @dataclass
@@ -164,12 +154,7 @@ def build_roles(r, method: PPOMethod, peft_model, where: str) -> tuple[ScalarHea
     reward source). The policy and value adapters train; the reward adapter and head are frozen."""
     c = r.ppo
     hidden = peft_model.get_base_model().config.hidden_size
-    reward_dir = reward_head = None
-    if c.reward_run:
-        reward_dir, reward_recipe = read_reward_run(c.reward_run, where)
-        check_same_base(reward_recipe, r.model.name, where, c.reward_run)
-        add_adapter(peft_model, REWARD, reward_dir, None)
-        reward_head = ScalarHead.load(reward_dir / "score_head.safetensors")
+    reward_dir, reward_head = add_reward_role(r, c, peft_model, where)
     mode = method.value_mode
     if mode == "shared":
         value_adapter, head = POLICY, ScalarHead(hidden, r.seed + 1)
@@ -183,6 +168,32 @@ def build_roles(r, method: PPOMethod, peft_model, where: str) -> tuple[ScalarHea
         )
     set_trainable(peft_model, [POLICY] if value_adapter == POLICY else [POLICY, VALUE])
     return head, value_adapter, (reward_head, c)
+
+
+def add_reward_role(r, cfg, peft_model, where: str) -> tuple[Any, ScalarHead | None]:
+    """With `cfg.reward_run` (ppo: or online:), its adapter beside the policy (frozen) and its head:
+    (adapter directory, head); (None, None) for a reward model or function."""
+    if not cfg.reward_run:
+        return None, None
+    reward_dir, reward_recipe = read_reward_run(cfg.reward_run, where)
+    check_same_base(reward_recipe, r.model.name, where, cfg.reward_run)
+    add_adapter(peft_model, REWARD, reward_dir, None)
+    return reward_dir, ScalarHead.load(reward_dir / "score_head.safetensors")
+
+
+def check_reward_source(c, section: str, where: str) -> None:
+    """Exactly one of reward_run / reward_model / reward_function in `section` (ppo, online)."""
+    given = [k for k in ("reward_run", "reward_model", "reward_function") if getattr(c, k)]
+    if len(given) != 1:
+        raise RecipeError(
+            f"{where}: {section}: set exactly one of {section}.reward_run (a reward run directory), "
+            f"{section}.reward_model (a local sequence-classification model) or {section}.reward_function "
+            f"(module:function)" + (f"; got {', '.join(given)}" if given else "")
+        )
+    if c.reward_function:
+        from align import rewards
+
+        rewards.resolve(c.reward_function, f"{where}: {section}.reward_function")
 
 
 @dataclass

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from align.engine.loop import Phase, Update
-from align.methods.accuracy import answers_of, greedy_accuracy
+from align.methods.accuracy import answers_of
 from align.methods.experience import (
     PPOBatch,
     Scored,
@@ -24,10 +24,11 @@ from align.methods.experience import (
     shape_rewards,
     to_batch,
 )
+from align.methods.rollout_phase import RolloutPhase
 from align.models.adapters import POLICY, VALUE, ScalarHead, adapter_state_of, load_adapter_state, use_adapter
 from align.models.logprobs import token_logps_entropy
-from align.models.reward_model import RewardSource, backbone_hidden
-from align.models.rollout import Rollout, Sampling, sample
+from align.models.reward_model import backbone_hidden
+from align.models.rollout import Rollout
 from align.objectives.kl import KLController
 from align.objectives.ppo import policy_loss, row_mean, token_mean_rows, value_loss
 from align.objectives.types import ObjectiveOutput
@@ -35,13 +36,14 @@ from align.objectives.types import ObjectiveOutput
 
 class PPOModule(nn.Module):
     """The trainable roles: `forward` is one training forward (policy log-probs and entropy, and
-    values) so DDP sees one forward per backward. Scoring helpers run without grad."""
+    values) so DDP sees one forward per backward. Scoring helpers run without grad. Without a
+    value head (RLOO, GRPO: align/methods/online.py) the values are None."""
 
     def __init__(
         self,
         peft_model,
-        value_head: ScalarHead,
-        value_adapter: str,
+        value_head: ScalarHead | None,
+        value_adapter: str | None,
         temperature: float,
         chunk: int,
         entropy_grad: bool = True,
@@ -69,7 +71,15 @@ class PPOModule(nn.Module):
         )
         return logp.view(n, tr), ent.view(n, tr), pred
 
+    @torch.no_grad()
+    def logps(self, adapter, ids, att, pos, response_ids) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-probs, entropy) [N, Tr] of the responses under `adapter` (None: the reference)."""
+        logp, ent, _ = self._stats(self._hidden(adapter, ids, att, pos), response_ids)
+        return logp, ent
+
     def _values(self, pol_pred, ids, att, pos, tr):
+        if self.value_head is None:
+            return None
         if self.value_adapter == POLICY:  # value head on the policy's own hidden states
             return self.value_head(pol_pred)
         return self.value_head(self._hidden(self.value_adapter, ids, att, pos)[:, -tr - 1 : -1])
@@ -92,44 +102,14 @@ class PPOModule(nn.Module):
         return Scored(logp, ref_logp, values, ent, reward(rollout, ids, att, pos, answers))
 
 
-class PPOPhase:
+class PPOPhase(RolloutPhase):
     """The loop's rollout phase for PPO, its training step, its evaluation and its extra state."""
 
-    def __init__(
-        self,
-        *,
-        r,
-        method: Any,  # align.methods.ppo.PPOMethod
-        accelerator,
-        model,
-        module: PPOModule,
-        reward: RewardSource,
-        tokenizer,
-        prompts,
-        eval_prompts,
-    ):
-        self.r, self.c, self.method = r, r.ppo, method
-        self.acc, self.model, self.module, self.reward = accelerator, model, module, reward
-        self.prompts, self.eval_prompts = prompts, eval_prompts
-        self.tok, self.eos, self.pad = tokenizer, tokenizer.eos_token_id, tokenizer.pad_token_id
+    def __init__(self, *, method: Any, **parts):  # method: align.methods.ppo.PPOMethod
+        super().__init__(cfg=parts["r"].ppo, **parts)
+        self.method = method
         self.kl = KLController(method.beta, self.c.kl_target, self.c.kl_horizon)
-        self.sampling = Sampling(self.c.max_new_tokens, self.c.temperature, self.c.top_k, self.c.top_p)
-        self.rollouts = 0  # seeds each rollout's generator: resuming at step k samples what step k would
-        self.micro = r.train.per_device_batch_size
-
-    def _generator(self, *salt: int, device=None) -> torch.Generator:
-        """A generator seeded from (recipe seed, salt, rank) only: the same numbers on every run and
-        after a resume (Python's `hash` of strings is salted per process, so it is not used)."""
-        import numpy as np
-
-        seed = np.random.SeedSequence([self.r.seed, *salt, self.acc.process_index]).generate_state(1)[0]
-        g = torch.Generator(device=device or self.acc.device)
-        return g.manual_seed(int(seed))
-
-    def _rollout(self, prompts: list[list[int]], generator) -> Rollout:
-        self.module.eval()
-        with use_adapter(self.module.model, POLICY):
-            return sample(self.module.model, prompts, self.sampling, self.eos, self.pad, generator)
+        self.micro = self.r.train.per_device_batch_size
 
     def __call__(self, micro_idx: list[list[int]]) -> Phase:
         t0 = time.perf_counter()
@@ -198,11 +178,7 @@ class PPOPhase:
             "response_length": rollout.response_len.float(),
             "eos": rollout.ended.float(),
         }
-        if answers is not None and all(a is not None for a in answers):
-            with use_adapter(self.module.model, POLICY):  # _rollout left the module in eval mode
-                metrics["accuracy"] = greedy_accuracy(
-                    self.module.model, prompts, answers, self.tok, self.c.max_new_tokens
-                )
+        metrics.update(self._accuracy(prompts, answers))
         return ObjectiveOutput(loss=-(scored.score.float() - self.kl.value * kl["kl_ref"]), metrics=metrics)
 
     # -- checkpoints --
