@@ -142,7 +142,7 @@ def test_grid_errors_and_names():
 def test_every_recipe_is_checked_before_training(tmp_path, capsys):
     code = main(["sweep", str(TINY), "--grid", "beta=0.1,-1", "--out", str(tmp_path / "s")])
     err = capsys.readouterr().err
-    assert code == 2 and "beta: -1.0 is out of range (0, 1000]" in err and "Traceback" not in err
+    assert code == 2 and "beta: -1.0 is out of range [0, 1000]" in err and "Traceback" not in err
     assert not (tmp_path / "s" / "runs").exists()  # nothing trained
     code = main(
         ["sweep", str(TINY), "--grid", "method=dpo,kto", "--eval", "mt-bench", "--out", str(tmp_path / "s")]
