@@ -21,12 +21,12 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from align.engine.checkpoint import save_adapter
-from align.engine.loop import EvalSet, evaluate
 from align.engine.wired import Wired, optimizer_for
 from align.methods.base import check_sections
 from align.methods.online_phase import OnlinePhase
-from align.methods.ppo import PromptIndices, add_reward_role, check_reward_source, unique_prompts
+from align.methods.ppo import add_reward_role, check_reward_source
 from align.methods.ppo_phase import PPOModule
+from align.methods.rollout_phase import prompt_view
 from align.models.adapters import POLICY, set_trainable
 from align.models.reward_model import RewardSource
 from align.objectives.grpo import GRPO_NORMALISATIONS, GRPO_SCALES
@@ -97,11 +97,7 @@ class OnlineMethod:
 
     def data_view(self, data: PreparedData) -> PreparedData:
         """The distinct prompts of the source (of any format): completions are sampled."""
-        from dataclasses import replace
-
-        return replace(
-            data, train=unique_prompts(data.train), eval=unique_prompts(data.eval)[: self.cfg.eval_prompts]
-        )
+        return prompt_view(data, self.cfg.eval_prompts)
 
     def wire(self, r, data, tokenizer, accelerator, peft_model, total, plan, model_spec) -> Wired:
         _, reward_head = add_reward_role(r, r.online, peft_model, r.output_dir)
@@ -120,22 +116,11 @@ class OnlineMethod:
             prompts=data.train,
             eval_prompts=data.eval,
         )
-        eval_set = EvalSet(
-            len(data.eval), lambda idx: PromptIndices(list(idx)), phase.eval_step, r.train.eval_batch_size
-        )
-        held_out = lambda: evaluate(accelerator, model, eval_set)
-        return Wired(
+        return phase.wired(
             model=model,
             optimizer=optimizer,
             scheduler=scheduler,
-            collate=None,
-            step_fn=phase.step_fn,
-            eval_fn=held_out,
-            before_fn=held_out,
             save_final=lambda run_dir: save_adapter(run_dir, peft_model, accelerator, adapters=[POLICY]),
-            phase=phase,
-            extra_state=phase.extra_state,
-            load_extra_state=phase.load_extra_state,
         )
 
     def manifest(self) -> dict[str, Any]:

@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from align.engine.loop import Phase, Update
+from align.engine.loop import Phase
 from align.methods.accuracy import answers_of
-from align.methods.experience import RowBatch, minibatch_updates
+from align.methods.experience import RowBatch
 from align.methods.rollout_phase import RolloutPhase
 from align.models.adapters import POLICY
 from align.objectives.advantages import group_rows
@@ -53,12 +53,11 @@ class OnlinePhase(RolloutPhase):
         self.micro = self.r.train.per_device_batch_size * self.k  # a micro-batch: prompts x their k rows
         self.need_old = method.updates_per_step > 1 or (method.name == "rloo" and self.beta > 0)
 
-    def _score(self, examples: list[dict], rollout) -> torch.Tensor:
+    def _score(self, examples: list[dict], rollout, ids, att, pos) -> torch.Tensor:
         """The reward of each row (answers repeated per group), less the missing-EOS penalty."""
         answers = answers_of(examples)
         if answers is not None and len(answers) != rollout.response_ids.shape[0]:
             answers = [a for a in answers for _ in range(self.k)]
-        ids, att, pos = rollout.sequences()
         score = self.reward(rollout, ids, att, pos, answers).float()
         if self.c.missing_eos_penalty is not None:
             score = score - self.c.missing_eos_penalty * (~rollout.ended).float()
@@ -76,7 +75,7 @@ class OnlinePhase(RolloutPhase):
         resp, mask = rollout.response_ids, rollout.response_mask()
         old = self.module.logps(POLICY, ids, att, pos, resp)[0] if self.need_old else None
         ref = self.module.logps(None, ids, att, pos, resp)[0] if self.beta > 0 else None
-        score = self._score(examples, rollout)
+        score = self._score(examples, rollout, ids, att, pos)
         metrics: dict[str, torch.Tensor] = {"score": score}
         if self.method.name == "rloo":
             kl = sequence_kl(old, ref, mask) if ref is not None else None
@@ -91,23 +90,11 @@ class OnlinePhase(RolloutPhase):
         metrics["group/zero_std"] = (grouped == grouped[:, :1]).all(1).float().repeat_interleave(self.k)
         metrics["advantage/abs"] = adv.abs()
         batch = OnlineBatch(ids, att, pos, resp, mask, adv, old, ref)
-        g = self._generator(1, step, device="cpu")
-        updates = [
-            Update(micros, rows)
-            for micros, rows in minibatch_updates(batch, self.c.epochs, self.c.minibatches, self.micro, g)
-        ]
+        updates = self._updates(batch, step, self.micro)
         self.module.train()
         t2 = time.perf_counter()
-        n = len(prompts)
-        metrics.update(
-            response_length=rollout.response_len.float(),
-            eos=rollout.ended.float(),
-            **{"time/rollout_s": torch.full((n,), t1 - t0), "time/scoring_s": torch.full((n,), t2 - t1)},
-        )
-        out = ObjectiveOutput(
-            loss=torch.full((n,), float("nan")), metrics={k: v.float().cpu() for k, v in metrics.items()}
-        )
-        return Phase(updates, [out])
+        metrics.update(response_length=rollout.response_len.float(), eos=rollout.ended.float())
+        return self._phase(updates, metrics, (t0, t1, t2))
 
     def step_fn(self, batch: OnlineBatch, training: bool) -> ObjectiveOutput:
         logp, ent, _ = self.model(
@@ -154,7 +141,7 @@ class OnlinePhase(RolloutPhase):
         resp, mask = rollout.response_ids, rollout.response_mask()
         logp = self.module.logps(POLICY, ids, att, pos, resp)[0]
         ref = self.module.logps(None, ids, att, pos, resp)[0]
-        score = self._score(examples, rollout)
+        score = self._score(examples, rollout, ids, att, pos)
         kl = sequence_kl(logp, ref, mask)
         metrics = {
             "score": score,

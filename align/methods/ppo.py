@@ -16,14 +16,14 @@ Departures from the N+ reference implementation (Huang et al. 2024), deliberate:
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from align.engine.checkpoint import save_adapter
-from align.engine.loop import EvalSet, evaluate
 from align.engine.wired import Wired, optimizer_for
 from align.methods.base import check_sections
 from align.methods.ppo_phase import PPOModule, PPOPhase
+from align.methods.rollout_phase import prompt_view
 from align.models.adapters import POLICY, REWARD, VALUE, ScalarHead, add_adapter, set_trainable  # noqa: F401
 from align.models.reward_model import RewardSource, check_same_base, read_reward_run
 from align.util.errors import RecipeError
@@ -83,9 +83,7 @@ class PPOMethod:
 
     def data_view(self, data: PreparedData) -> PreparedData:
         """PPO samples its own completions: the distinct prompts of the source (of any format)."""
-        return replace(
-            data, train=unique_prompts(data.train), eval=unique_prompts(data.eval)[: self.cfg.eval_prompts]
-        )
+        return prompt_view(data, self.cfg.eval_prompts)
 
     def wire(self, r, data, tokenizer, accelerator, peft_model, total, plan, model_spec) -> Wired:
         """A rollout phase per step, then its minibatch updates."""
@@ -107,25 +105,14 @@ class PPOMethod:
             prompts=data.train,
             eval_prompts=data.eval,
         )
-        eval_set = EvalSet(
-            len(data.eval), lambda idx: PromptIndices(list(idx)), phase.eval_step, r.train.eval_batch_size
-        )
-        held_out = lambda: evaluate(accelerator, model, eval_set)
         adapters = [POLICY] if value_adapter == POLICY else [POLICY, VALUE]
-        return Wired(
+        return phase.wired(
             model=model,
             optimizer=optimizer,
             scheduler=scheduler,
-            collate=None,
-            step_fn=phase.step_fn,
-            eval_fn=held_out,
-            before_fn=held_out,
             save_final=lambda run_dir: save_adapter(
                 run_dir, peft_model, accelerator, extra_files=phase.save_files(), adapters=adapters
             ),
-            phase=phase,
-            extra_state=phase.extra_state,
-            load_extra_state=phase.load_extra_state,
         )
 
     def manifest(self) -> dict[str, Any]:
@@ -194,28 +181,3 @@ def check_reward_source(c, section: str, where: str) -> None:
         from align import rewards
 
         rewards.resolve(c.reward_function, f"{where}: {section}.reward_function")
-
-
-@dataclass
-class PromptIndices:
-    """A held-out batch for `align.engine.loop.evaluate`: just which prompts (sampling happens in the step)."""
-
-    idx: list[int]
-
-    def to(self, device) -> PromptIndices:
-        return self
-
-
-def unique_prompts(examples: list[dict]) -> list[dict]:
-    """One example per distinct prompt (pairwise data repeats prompts), in order, with its answer
-    (the first one's) when the data has answers."""
-    seen, out = set(), []
-    for ex in examples:
-        key = tuple(ex["prompt_ids"])
-        if key not in seen:
-            seen.add(key)
-            kept = {"prompt_ids": ex["prompt_ids"], "origin": ex.get("origin", ""), "index": len(out)}
-            if ex.get("answer") is not None:
-                kept["answer"] = ex["answer"]
-            out.append(kept)
-    return out

@@ -13,13 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from align.engine.loop import Phase, Update
+from align.engine.loop import Phase
 from align.methods.accuracy import answers_of
 from align.methods.experience import (
     PPOBatch,
     Scored,
     advantages,
-    minibatch_updates,
     row_metrics,
     shape_rewards,
     to_batch,
@@ -126,21 +125,10 @@ class PPOPhase(RolloutPhase):
         batch = to_batch(rollout, scored, adv, ret)
         mean_kl = self.acc.reduce(kl["kl_ref"].mean().detach(), reduction="mean")
         self.kl.update(float(mean_kl), len(prompts) * self.acc.num_processes)
-        g = self._generator(1, step, device="cpu")
-        updates = [
-            Update(micros, rows)
-            for micros, rows in minibatch_updates(batch, self.c.epochs, self.c.minibatches, self.micro, g)
-        ]
+        updates = self._updates(batch, step, self.micro)
         self.module.train()
         t2 = time.perf_counter()
-        metrics = row_metrics(rollout, scored, score, kl, ev, beta)
-        n = len(prompts)
-        metrics["time/rollout_s"] = torch.full((n,), t1 - t0)
-        metrics["time/scoring_s"] = torch.full((n,), t2 - t1)
-        out = ObjectiveOutput(
-            loss=torch.full((n,), float("nan")), metrics={k: v.float().cpu() for k, v in metrics.items()}
-        )
-        return Phase(updates, [out])
+        return self._phase(updates, row_metrics(rollout, scored, score, kl, ev, beta), (t0, t1, t2))
 
     def step_fn(self, batch: PPOBatch, training: bool) -> ObjectiveOutput:
         logp, ent, values = self.model(

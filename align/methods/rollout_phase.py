@@ -7,13 +7,52 @@ uninterrupted one would, and two runs of one recipe sample the same tokens.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from align.engine.loop import EvalSet, Phase, Update, evaluate
+from align.engine.wired import Wired
 from align.methods.accuracy import greedy_accuracy
+from align.methods.experience import RowBatch, minibatch_updates
 from align.models.adapters import POLICY, use_adapter
 from align.models.rollout import Rollout, Sampling, sample
+from align.objectives.types import ObjectiveOutput
+
+if TYPE_CHECKING:
+    from align.data.prepare import PreparedData
+
+
+@dataclass
+class PromptIndices:
+    """A held-out batch for `align.engine.loop.evaluate`: just which prompts (sampling happens in the step)."""
+
+    idx: list[int]
+
+    def to(self, device) -> PromptIndices:
+        return self
+
+
+def unique_prompts(examples: list[dict]) -> list[dict]:
+    """One example per distinct prompt (pairwise data repeats prompts), in order; the first
+    occurrence's answer (verifiable prompts) is kept."""
+    seen, out = set(), []
+    for ex in examples:
+        key = tuple(ex["prompt_ids"])
+        if key not in seen:
+            seen.add(key)
+            row = {"prompt_ids": ex["prompt_ids"], "origin": ex.get("origin", ""), "index": len(out)}
+            if ex.get("answer") is not None:
+                row["answer"] = ex["answer"]
+            out.append(row)
+    return out
+
+
+def prompt_view(data: PreparedData, eval_prompts: int) -> PreparedData:
+    """What a sampling method reads: the distinct prompts of a source of any format, and at most
+    `eval_prompts` of the held-out ones."""
+    return replace(data, train=unique_prompts(data.train), eval=unique_prompts(data.eval)[:eval_prompts])
 
 
 class RolloutPhase:
@@ -40,6 +79,54 @@ class RolloutPhase:
         self.module.eval()
         with use_adapter(self.module.model, POLICY):
             return sample(self.module.model, prompts, self.sampling, self.eos, self.pad, generator)
+
+    def _updates(self, batch: RowBatch, step: int, micro: int) -> list[Update]:
+        """`epochs` x `minibatches` updates over the rollout batch, in a seeded row order."""
+        g = self._generator(1, step, device="cpu")
+        return [
+            Update(micros, rows)
+            for micros, rows in minibatch_updates(batch, self.c.epochs, self.c.minibatches, micro, g)
+        ]
+
+    @staticmethod
+    def _phase(updates: list[Update], metrics: dict[str, torch.Tensor], times: tuple[float, ...]) -> Phase:
+        """The loop's Phase: the updates, and the rollout's per-row metrics with its timings
+        (t0 start, t1 sampled, t2 scored)."""
+        t0, t1, t2 = times
+        n = next(iter(metrics.values())).shape[0]
+        metrics = {
+            **metrics,
+            "time/rollout_s": torch.full((n,), t1 - t0),
+            "time/scoring_s": torch.full((n,), t2 - t1),
+        }
+        out = ObjectiveOutput(
+            loss=torch.full((n,), float("nan")), metrics={k: v.float().cpu() for k, v in metrics.items()}
+        )
+        return Phase(updates, [out])
+
+    def wired(self, *, model, optimizer, scheduler, save_final) -> Wired:
+        """The loop's parts for a sampling method: this phase's step, and held-out evaluation of
+        its eval prompts before and after training."""
+        eval_set = EvalSet(
+            len(self.eval_prompts),
+            lambda idx: PromptIndices(list(idx)),
+            self.eval_step,
+            self.r.train.eval_batch_size,
+        )
+        held_out = lambda: evaluate(self.acc, model, eval_set)
+        return Wired(
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            collate=None,
+            step_fn=self.step_fn,
+            eval_fn=held_out,
+            before_fn=held_out,
+            save_final=save_final,
+            phase=self,
+            extra_state=self.extra_state,
+            load_extra_state=self.load_extra_state,
+        )
 
     def _accuracy(self, prompts: list[list[int]], answers: list[str | None] | None) -> dict[str, Any]:
         """{"accuracy": per-row greedy accuracy} when every prompt has a checkable answer, else {}."""

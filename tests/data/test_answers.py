@@ -16,7 +16,7 @@ from align.data.parse import parse_prompt
 from align.data.prepare import fingerprint, prepare
 from align.data.records import PromptRecord, RecordError
 from align.data.tokenize import TokenizeConfig
-from align.methods.ppo import unique_prompts
+from align.methods.rollout_phase import unique_prompts
 from align.models.load import load_tokenizer
 from align.recipe import DataConfig, ModelConfig
 from align.rewards import exact_answer
