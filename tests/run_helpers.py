@@ -24,6 +24,17 @@ def adapter(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(run_dir / "adapter" / "adapter_model.safetensors")
 
 
+def cut_before_last_checkpoint(full: Path, cut: Path, last: str) -> None:
+    """Copy a finished run to `cut` as if it had stopped before checkpoint `last` was written
+    (no final adapter or summary): resuming `cut` must then reproduce `full`."""
+    import shutil
+
+    shutil.copytree(full, cut)
+    shutil.rmtree(cut / "checkpoints" / last)
+    shutil.rmtree(cut / "adapter")
+    (cut / "summary.json").unlink()
+
+
 def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     assert a.keys() == b.keys()
     return max(float((a[k] - b[k]).abs().max()) for k in a)

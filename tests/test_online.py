@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from model_helpers import write_steerable_model
-from run_helpers import ROOT, launch_two, max_abs_diff
+from run_helpers import ROOT, cut_before_last_checkpoint, launch_two, max_abs_diff
 
 from align.engine.checkpoint import read_metrics
 from align.methods import load_recipe
@@ -82,10 +81,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     common = ("train.max_steps=4", "train.save_every=2", "train.keep_checkpoints=0", "online.epochs=2")
     online(tmp_path / "full", *common)
     cut = tmp_path / "cut"
-    shutil.copytree(tmp_path / "full", cut)
-    shutil.rmtree(cut / "checkpoints" / "step-0000004")
-    shutil.rmtree(cut / "adapter")
-    (cut / "summary.json").unlink()
+    cut_before_last_checkpoint(tmp_path / "full", cut, "step-0000004")
     online(cut, *common, resume=True)
     assert max_abs_diff(policy(tmp_path / "full"), policy(cut)) < 1e-6
 

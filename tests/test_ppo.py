@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from model_helpers import write_steerable_model
-from run_helpers import ROOT, launch_two, max_abs_diff
+from run_helpers import ROOT, cut_before_last_checkpoint, launch_two, max_abs_diff
 
 from align.engine.checkpoint import read_metrics
 from align.methods import load_recipe
@@ -84,10 +84,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     common = ("train.max_steps=4", "train.save_every=2", "train.keep_checkpoints=0", "ppo.minibatches=2")
     ppo(tmp_path / "full", *common)
     cut = tmp_path / "cut"
-    shutil.copytree(tmp_path / "full", cut)
-    shutil.rmtree(cut / "checkpoints" / "step-0000004")
-    shutil.rmtree(cut / "adapter")
-    (cut / "summary.json").unlink()
+    cut_before_last_checkpoint(tmp_path / "full", cut, "step-0000004")
     ppo(cut, *common, resume=True)
     a, b = adapters(tmp_path / "full"), adapters(cut)
     assert any(k.startswith("value.") for k in a)
