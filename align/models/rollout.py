@@ -7,7 +7,9 @@ the tokens up to and including EOS. Masks come from these lengths, never from `t
 SmolLM2's pad is its EOS.
 
 One prefill forward, then one forward per new token with the cache; the LM head runs on the
-last position only. The loop ends early when every row has stopped (checked every
+last position only. Two backends compute the forwards: the model's own (HF, DynamicCache) and a
+lean static-cache path for llama-architecture models (align/models/decode.py, the default when
+it supports the model). The loop ends early when every row has stopped (checked every
 `check_every` tokens, so a GPU is not synchronised at every step).
 """
 
@@ -89,28 +91,16 @@ def pick(logits: torch.Tensor, s: Sampling, generator: torch.Generator | None) -
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-@torch.no_grad()
-def sample(
-    model: torch.nn.Module,
-    prompts: Sequence[Sequence[int]],
-    sampling: Sampling,
-    eos_token_id: int | Sequence[int],
-    pad_token_id: int,
-    generator: torch.Generator | None = None,
-    check_every: int = 8,
-) -> Rollout:
-    """Continue each prompt (token ids) with up to `sampling.max_new_tokens` tokens.
+BACKENDS = ("auto", "fast", "hf")
 
-    `model` is a causal LM (a PEFT model with the wanted adapter active, or a plain one) in eval
-    mode; `generator` (on the model's device) makes sampling reproducible."""
+
+def _hf_start(model: torch.nn.Module, ids: torch.Tensor, plen: torch.Tensor):
+    """The HF path: one prefill forward with a DynamicCache, then one forward per token. Returns
+    (first logits [N, V], step(tok) -> next logits)."""
     from transformers import DynamicCache
 
-    dev = next(model.parameters()).device
-    ids, plen = left_pad(prompts, pad_token_id)
-    ids, plen = ids.to(dev), plen.to(dev)
     n, tp = ids.shape
-    att = (torch.arange(tp, device=dev)[None] >= (tp - plen)[:, None]).long()
-    eos = torch.as_tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=dev)
+    att = (torch.arange(tp, device=ids.device)[None] >= (tp - plen)[:, None]).long()
     cache = DynamicCache()
     out = model(
         input_ids=ids,
@@ -120,27 +110,81 @@ def sample(
         use_cache=True,
         logits_to_keep=1,
     )
+    state = {"att": att, "pos": plen.clone()}
+    ones = torch.ones((n, 1), dtype=att.dtype, device=ids.device)
+
+    def step(tok: torch.Tensor) -> torch.Tensor:
+        state["att"] = torch.cat([state["att"], ones], dim=1)
+        logits = model(
+            input_ids=tok[:, None],
+            attention_mask=state["att"],
+            position_ids=state["pos"][:, None],
+            cache=cache,
+            use_cache=True,
+        ).logits[:, -1]
+        state["pos"] = state["pos"] + 1
+        return logits
+
+    return out.logits[:, -1], step
+
+
+def backend_for(model: torch.nn.Module, backend: str = "auto") -> str:
+    """ "fast" (align/models/decode.py) or "hf" for `model`: "auto" takes fast when the model is
+    supported; "fast" raises ValueError with the reason when it is not."""
+    if backend not in BACKENDS:
+        raise ValueError(f"rollout: backend {backend!r} is not one of {BACKENDS}")
+    if backend == "hf":
+        return "hf"
+    from align.models.decode import unsupported
+
+    reason = unsupported(model)
+    if reason is None:
+        return "fast"
+    if backend == "fast":
+        raise ValueError(f"rollout: the fast backend cannot run this model: {reason}")
+    return "hf"
+
+
+@torch.no_grad()
+def sample(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    sampling: Sampling,
+    eos_token_id: int | Sequence[int],
+    pad_token_id: int,
+    generator: torch.Generator | None = None,
+    check_every: int = 8,
+    backend: str = "auto",
+) -> Rollout:
+    """Continue each prompt (token ids) with up to `sampling.max_new_tokens` tokens.
+
+    `model` is a causal LM (a PEFT model with the wanted adapter active, or a plain one) in eval
+    mode; `generator` (on the model's device) makes sampling reproducible. `backend`: "auto" (the
+    lean static-cache path of align/models/decode.py when the model is supported, else HF),
+    "fast" (that path or ValueError with the reason) or "hf" (the model's own forward). Both
+    backends feed the same loop and `pick`, so equal logits give equal tokens."""
+    dev = next(model.parameters()).device
+    ids, plen = left_pad(prompts, pad_token_id)
+    ids, plen = ids.to(dev), plen.to(dev)
+    n = ids.shape[0]
+    eos = torch.as_tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=dev)
+    if backend_for(model, backend) == "fast":
+        from align.models.decode import start
+
+        logits, step = start(model, ids, plen, sampling.max_new_tokens)
+    else:
+        logits, step = _hf_start(model, ids, plen)
     done = torch.zeros(n, dtype=torch.bool, device=dev)
     length = torch.zeros(n, dtype=torch.long, device=dev)
     tokens = []
-    pos = plen.clone()
-    ones = torch.ones((n, 1), dtype=att.dtype, device=dev)
     for t in range(sampling.max_new_tokens):
-        tok = pick(out.logits[:, -1], sampling, generator)
+        tok = pick(logits, sampling, generator)
         tok = torch.where(done, torch.full_like(tok, pad_token_id), tok)
         tokens.append(tok)
         length += (~done).long()
         done = done | torch.isin(tok, eos)
         if t + 1 == sampling.max_new_tokens or ((t + 1) % check_every == 0 and bool(done.all())):
             break
-        att = torch.cat([att, ones], dim=1)
-        out = model(
-            input_ids=tok[:, None],
-            attention_mask=att,
-            position_ids=pos[:, None],
-            cache=cache,
-            use_cache=True,
-        )
-        pos = pos + 1
+        logits = step(tok)
     response = torch.stack(tokens, dim=1)
     return Rollout(ids, plen, response, length, done)

@@ -1,0 +1,142 @@
+"""A lean, exact decode path for llama-architecture models: the fast backend of rollout sampling.
+
+At SmolLM2-135M's size on a CPU a decode step is dominated by per-op overhead (HF module calls,
+PEFT's side GEMMs, a DynamicCache that grows by `cat`) rather than by arithmetic. This path runs
+the same math with far fewer, bigger ops:
+
+* weights prepared once per rollout (`decode_weights.prepare`): LoRA merged into copies, q/k/v
+  and gate/up fused, transposed for `mm`;
+* a static KV cache [layers, batch, kv_heads, max_len, head_dim] allocated once and written in
+  place; attention reads the slice [..., :cur_len, :] with a precomputed additive padding mask;
+* GQA without repeating K/V: the one query token's heads are viewed as [kv_heads, group] rows
+  that attend to their kv head, so one SDPA call per layer;
+* RoPE cos/sin tables from the model's own rotary embedding, computed once per rollout;
+* prefill on the real tokens only: the rows' prompts are packed (no padding) for the matmuls and
+  attend causally one row at a time, then their K/V land at the left-padded columns.
+
+Finished rows keep computing (static shapes); `rollout.sample` masks what they emit.
+Prompts are left padded exactly as `rollout.py` does: column c of row b holds a real token when
+c >= Tp - plen[b], the first real token is position 0, and the token emitted at decode step t
+sits at column Tp + t with position plen[b] + t.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from align.models.decode_weights import DecodeWeights, LayerWeights, prepare, unsupported
+
+__all__ = ["StaticDecoder", "unsupported", "start"]
+
+
+def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """LlamaRMSNorm's arithmetic, in its order (float32 statistics, weight applied last)."""
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * xf.to(x.dtype)
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """x * cos + rotate_half(x) * sin, with rotate_half(x) = cat(-x2, x1) written as
+    roll(x, half) * (sin with its first half negated): the same products, bit for bit."""
+    return x * cos + torch.roll(x, x.shape[-1] // 2, -1) * sin_signed
+
+
+class StaticDecoder:
+    """One rollout's decoding state: weights, static KV cache, padding mask, RoPE tables.
+
+    `prefill(ids, plen)` returns the logits of each row's last prompt token; each `step(tok)`
+    appends one token per row and returns the next logits [B, V]."""
+
+    def __init__(self, weights: DecodeWeights, batch: int, max_len: int) -> None:
+        w = weights
+        self.w = w
+        dev, dtype = w.embed.device, w.embed.dtype
+        shape = (len(w.layers), batch, w.kv_heads, max_len, w.head_dim)
+        self.k = torch.zeros(shape, device=dev, dtype=dtype)
+        self.v = torch.zeros(shape, device=dev, dtype=dtype)
+        self.mask = torch.zeros((batch, 1, 1, max_len), device=dev, dtype=dtype)
+        self.max_len = max_len
+        self.col = 0  # the next column to write
+        self.pos = torch.zeros(batch, dtype=torch.long, device=dev)
+        positions = torch.arange(max_len, device=dev)[None]
+        cos, sin = w.rotary(self.mask.new_zeros(1), positions)  # [1, max_len, D], the model's own
+        half = w.head_dim // 2
+        self.cos = cos[0].to(dtype)
+        self.sin = torch.cat([-sin[0, :, :half], sin[0, :, half:]], -1).to(dtype)
+        self.group = w.heads // w.kv_heads
+
+    @torch.inference_mode()
+    def prefill(self, ids: torch.Tensor, plen: torch.Tensor) -> torch.Tensor:
+        """Run the left-padded prompts ids [B, Tp] (plen real tokens each), fill the cache's first
+        Tp columns, return the logits [B, V] at each row's last token."""
+        w, tp = self.w, ids.shape[1]
+        first = tp - plen  # [B] column of each row's first real token
+        cols = torch.arange(tp, device=ids.device)
+        self.mask.fill_(0.0)
+        self.mask[:, 0, 0, :tp].masked_fill_(cols[None] < first[:, None], float("-inf"))
+        real = cols[None] >= first[:, None]  # [B, Tp]
+        rows, cidx = real.nonzero(as_tuple=True)  # row-major: rows packed one after another
+        pos = cidx - first[rows]
+        x = F.embedding(ids[rows, cidx], w.embed)  # [T, H]
+        cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]  # [T, 1, D]
+        ends = plen.cumsum(0).tolist()
+        spans = list(zip([0, *ends[:-1]], ends))
+        nq, nkv, d = w.heads, w.kv_heads, w.head_dim
+        for i, lw in enumerate(w.layers):
+            h = _rms(x, lw.ln1, w.eps)
+            qkv = torch.mm(h, lw.qkv)
+            qk = _rope(qkv[:, : (nq + nkv) * d].view(-1, nq + nkv, d), cos, sin)
+            q, k = qk[:, :nq], qk[:, nq:]
+            v = qkv[:, (nq + nkv) * d :].view(-1, nkv, d)
+            self.k[i].transpose(1, 2)[rows, cidx] = k
+            self.v[i].transpose(1, 2)[rows, cidx] = v
+            att = torch.empty((x.shape[0], nq, d), device=x.device, dtype=x.dtype)
+            for s, e in spans:  # causal attention within each row's own tokens
+                qs = q[s:e].transpose(0, 1)[None]
+                ks = k[s:e].transpose(0, 1).repeat_interleave(self.group, 0)[None]
+                vs = v[s:e].transpose(0, 1).repeat_interleave(self.group, 0)[None]
+                att[s:e] = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True)[0].transpose(0, 1)
+            x = self._mlp(torch.addmm(x, att.view(x.shape[0], -1), lw.o), lw)
+        self.col, self.pos = tp, plen.clone()
+        last = x[torch.tensor(ends, device=x.device) - 1]
+        return torch.mm(_rms(last, w.norm, w.eps), w.lm_head)
+
+    def _mlp(self, x: torch.Tensor, lw: LayerWeights) -> torch.Tensor:
+        """x + down(silu(gate(h)) * up(h)), h = post-attention RMSNorm(x)."""
+        gu = torch.mm(_rms(x, lw.ln2, self.w.eps), lw.gate_up)
+        n = self.w.intermediate
+        return torch.addmm(x, F.silu(gu[:, :n]) * gu[:, n:], lw.down)
+
+    @torch.inference_mode()
+    def step(self, tok: torch.Tensor) -> torch.Tensor:
+        """Append token tok [B] to every row (column `col`, position `pos`); logits [B, V]."""
+        w, c, b = self.w, self.col, tok.shape[0]
+        if c >= self.max_len:
+            raise RuntimeError(f"decode: the static cache holds {self.max_len} columns")
+        nq, nkv, d = w.heads, w.kv_heads, w.head_dim
+        cos, sin = self.cos[self.pos][:, None], self.sin[self.pos][:, None]  # [B, 1, D]
+        mask = self.mask[..., : c + 1]
+        x = F.embedding(tok, w.embed)
+        for i, lw in enumerate(w.layers):
+            qkv = torch.mm(_rms(x, lw.ln1, w.eps), lw.qkv)
+            qk = _rope(qkv[:, : (nq + nkv) * d].view(b, nq + nkv, d), cos, sin)
+            self.k[i, :, :, c] = qk[:, nq:]
+            self.v[i, :, :, c] = qkv[:, (nq + nkv) * d :].view(b, nkv, d)
+            # one query token: its heads, grouped by kv head, are the "queries" of that kv head
+            q = qk[:, :nq].reshape(b, nkv, self.group, d)
+            att = F.scaled_dot_product_attention(q, self.k[i, :, :, : c + 1], self.v[i, :, :, : c + 1], mask)
+            x = self._mlp(torch.addmm(x, att.reshape(b, nq * d), lw.o), lw)
+        self.col, self.pos = c + 1, self.pos + 1
+        return torch.mm(_rms(x, w.norm, w.eps), w.lm_head)
+
+
+def start(model: torch.nn.Module, ids: torch.Tensor, plen: torch.Tensor, max_new_tokens: int):
+    """Prepare `model`'s weights, prefill the prompts; (first logits [B, V], step) for
+    `rollout.sample`'s loop. Raises ValueError when `unsupported(model)` gives a reason."""
+    reason = unsupported(model)
+    if reason:
+        raise ValueError(f"decode: the fast backend cannot run this model: {reason}")
+    decoder = StaticDecoder(prepare(model), ids.shape[0], ids.shape[1] + max_new_tokens)
+    return decoder.prefill(ids, plen), decoder.step

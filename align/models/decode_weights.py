@@ -1,0 +1,212 @@
+"""Sampling weights of a llama-architecture model, prepared once per rollout for `decode.py`.
+
+The lean decode path multiplies by each layer's *effective* weight: the base weight plus the
+active LoRA adapters' `scaling * B @ A`, merged into a fresh tensor (the trained parameters and
+PEFT's state are never written; a rollout between optimizer steps must not move them). q/k/v
+become one [in, q+k+v] matrix and gate/up one [in, 2 * intermediate] matrix, stored transposed
+and contiguous, so a decode step is one `mm` where the HF model runs three (or two) linears plus
+the LoRA side GEMMs.
+
+`unsupported(model)` says why a model cannot take this path (anything whose forward the lean
+path would not reproduce); the caller then falls back to the HF forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+# RoPE types whose frequencies are fixed at init (the model's own rotary module computes cos/sin;
+# "dynamic" and "longrope" change them with the sequence length inside the HF forward).
+STATIC_ROPE = ("default", "linear", "llama3")
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def llama_of(model: nn.Module) -> nn.Module:
+    """The LlamaForCausalLM inside `model` (a PEFT wrapper's base model, or `model` itself)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def _lora_reason(layer: nn.Module) -> str | None:
+    """Why the PEFT LoRA linear `layer` cannot be merged for sampling (None: it can)."""
+    if not isinstance(layer.base_layer, nn.Linear) or type(layer.base_layer) is not nn.Linear:
+        return f"LoRA base layer {type(layer.base_layer).__name__} is not a plain Linear"
+    if layer.base_layer.bias is not None:
+        return "a linear layer has a bias"
+    if getattr(layer, "fan_in_fan_out", False):
+        return "LoRA fan_in_fan_out"
+    if layer.merged:
+        if layer.disable_adapters:
+            return "LoRA adapters merged into the base but disabled (PEFT would unmerge)"
+        return None  # the base weight already holds the merged adapters; PEFT adds nothing
+    if layer.disable_adapters:
+        return None
+    for name in layer.active_adapters:
+        if name not in layer.lora_A:
+            continue
+        if name in getattr(layer, "lora_variant", {}):
+            return f"LoRA variant {type(layer.lora_variant[name]).__name__} (e.g. DoRA)"
+        if layer.lora_B[name].bias is not None:
+            return "LoRA bias"
+        dropout = layer.lora_dropout[name]
+        if dropout.training and getattr(dropout, "p", 0.0) > 0:
+            return "LoRA dropout > 0 in train mode (the sampled forward would be random)"
+    return None
+
+
+def _linear_reason(module: nn.Module) -> str | None:
+    from peft.tuners.lora.layer import Linear as LoraLinear
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    if type(module) is LoraLinear:
+        return _lora_reason(module)
+    if isinstance(module, BaseTunerLayer) or type(module) is not nn.Linear:
+        return f"layer type {type(module).__module__}.{type(module).__name__} (not Linear / LoRA Linear)"
+    if module.bias is not None:
+        return "a linear layer has a bias"
+    return None
+
+
+def unsupported(model: nn.Module) -> str | None:
+    """Why `model` cannot take the lean decode path, or None when it can: a LlamaForCausalLM
+    (plain or PEFT-wrapped, LoRA on linear layers only), SiLU MLP, no biases, static RoPE, float
+    weights on one device, not quantized, no dropout active."""
+    from transformers import LlamaForCausalLM
+
+    base = llama_of(model)
+    if type(base) is not LlamaForCausalLM:
+        return f"{type(base).__name__} is not LlamaForCausalLM"
+    cfg = base.config
+    if getattr(cfg, "model_type", None) != "llama":
+        return f"model_type {getattr(cfg, 'model_type', None)!r} is not 'llama'"
+    if getattr(cfg, "quantization_config", None) is not None or getattr(base, "hf_quantizer", None):
+        return "quantized model"
+    if cfg.hidden_act != "silu":
+        return f"hidden_act {cfg.hidden_act!r} (only silu)"
+    if cfg.attention_bias or cfg.mlp_bias:
+        return "attention or MLP bias"
+    rope = (getattr(cfg, "rope_parameters", None) or {}).get("rope_type", "default")
+    if rope not in STATIC_ROPE:
+        return f"rope_type {rope!r} (supported: {', '.join(STATIC_ROPE)})"
+    if base.training and cfg.attention_dropout > 0:
+        return "attention dropout > 0 in train mode"
+    if getattr(cfg, "pretraining_tp", 1) not in (1, None):
+        return f"pretraining_tp {cfg.pretraining_tp}"
+    params = list(model.parameters())
+    if len({p.device for p in params}) != 1 or params[0].device.type == "meta":
+        return "parameters on several devices (or meta / offloaded)"
+    if len({p.dtype for p in params}) != 1 or params[0].dtype not in FLOAT_DTYPES:
+        return f"mixed or non-float parameter dtypes {sorted({str(p.dtype) for p in params})}"
+    if any(hasattr(m, "_hf_hook") for m in base.modules()):
+        return "accelerate hooks (offloading or device maps)"
+    core = base.model
+    for m in (core.embed_tokens, core.norm, *[n for layer in core.layers for n in _norms(layer)]):
+        if type(m).__name__ not in ("Embedding", "LlamaRMSNorm"):
+            return f"module type {type(m).__name__} where Embedding / LlamaRMSNorm was expected"
+    for layer in core.layers:
+        for lin in (*_attn(layer), *_mlp(layer)):
+            reason = _linear_reason(lin)
+            if reason:
+                return reason
+    return _linear_reason(base.lm_head)
+
+
+def _norms(layer: nn.Module) -> tuple[nn.Module, nn.Module]:
+    return layer.input_layernorm, layer.post_attention_layernorm
+
+
+def _attn(layer: nn.Module) -> tuple[nn.Module, ...]:
+    a = layer.self_attn
+    return a.q_proj, a.k_proj, a.v_proj, a.o_proj
+
+
+def _mlp(layer: nn.Module) -> tuple[nn.Module, ...]:
+    return layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj
+
+
+def effective_weight(module: nn.Module) -> torch.Tensor:
+    """The [out, in] weight `module`'s forward multiplies by: a plain Linear's weight (aliased,
+    read only), or a LoRA linear's base weight plus `scaling * B @ A` of every active adapter (a
+    new tensor: the parameters are never written)."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    if type(module) is not LoraLinear:
+        return module.weight.detach()
+    weight = module.base_layer.weight.detach()
+    if module.merged or module.disable_adapters:
+        return weight
+    for name in module.active_adapters:
+        if name in module.lora_A:
+            a, b = module.lora_A[name].weight.detach(), module.lora_B[name].weight.detach()
+            weight = torch.addmm(weight, b.to(weight.dtype), a.to(weight.dtype), alpha=module.scaling[name])
+    return weight
+
+
+@dataclass
+class LayerWeights:
+    """One decoder layer, matrices transposed to [in, out] for `x @ w`."""
+
+    ln1: torch.Tensor  # [H]
+    qkv: torch.Tensor  # [H, (heads + 2 kv_heads) * head_dim]
+    o: torch.Tensor  # [heads * head_dim, H]
+    ln2: torch.Tensor  # [H]
+    gate_up: torch.Tensor  # [H, 2 I]
+    down: torch.Tensor  # [I, H]
+
+
+@dataclass
+class DecodeWeights:
+    """Everything a rollout's decode steps read, prepared once (`prepare`)."""
+
+    embed: torch.Tensor  # [V, H], the model's embedding (aliased, read only)
+    layers: list[LayerWeights]
+    norm: torch.Tensor  # [H]
+    lm_head: torch.Tensor  # [H, V]
+    eps: float
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    rotary: nn.Module  # the model's own rotary embedding: cos/sin tables come from it
+
+
+def _t(w: torch.Tensor) -> torch.Tensor:
+    return w.t().contiguous()
+
+
+@torch.no_grad()
+def prepare(model: nn.Module) -> DecodeWeights:
+    """The sampling weights of `model` (check `unsupported(model)` first): effective weights with
+    the active LoRA adapters merged into copies, q/k/v and gate/up fused, all transposed."""
+    base = llama_of(model)
+    cfg, core = base.config, base.model
+    layers = []
+    for layer in core.layers:
+        q, k, v, o = (effective_weight(m) for m in _attn(layer))
+        gate, up, down = (effective_weight(m) for m in _mlp(layer))
+        layers.append(
+            LayerWeights(
+                ln1=layer.input_layernorm.weight.detach(),
+                qkv=_t(torch.cat([q, k, v], 0)),
+                o=_t(o),
+                ln2=layer.post_attention_layernorm.weight.detach(),
+                gate_up=_t(torch.cat([gate, up], 0)),
+                down=_t(down),
+            )
+        )
+    heads = cfg.num_attention_heads
+    return DecodeWeights(
+        embed=core.embed_tokens.weight.detach(),
+        layers=layers,
+        norm=core.norm.weight.detach(),
+        lm_head=_t(effective_weight(base.lm_head)),
+        eps=float(cfg.rms_norm_eps),
+        heads=heads,
+        kv_heads=cfg.num_key_value_heads,
+        head_dim=getattr(cfg, "head_dim", None) or cfg.hidden_size // heads,
+        intermediate=cfg.intermediate_size,
+        rotary=core.rotary_emb,
+    )
