@@ -4,8 +4,8 @@ At SmolLM2-135M's size on a CPU a decode step is dominated by per-op overhead (H
 PEFT's side GEMMs, a DynamicCache that grows by `cat`) rather than by arithmetic. This path runs
 the same math with far fewer, bigger ops:
 
-* weights prepared once per rollout (`decode_weights.prepare`): LoRA merged into copies, q/k/v
-  and gate/up fused, transposed for `mm`;
+* weights prepared once per rollout (`decode_weights.prepare`): LoRA merged into buffers of their own,
+  q/k/v and gate/up fused;
 * a static KV cache [layers, batch, kv_heads, max_len, head_dim] allocated once and written in
   place; attention reads the slice [..., :cur_len, :] with a precomputed additive padding mask;
 * GQA without repeating K/V: the one query token's heads are viewed as [kv_heads, group] rows
@@ -43,6 +43,27 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch
     return x * cos + torch.roll(x, x.shape[-1] // 2, -1) * sin_signed
 
 
+_KV: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _kv_buffers(like: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """K and V caches of `shape`, reused from the last rollout of the same shape (allocating and
+    zeroing tens of MB per rollout costs more than a few decode steps). Zeroed once: stale
+    values stay finite, and columns no row may see are masked to -inf (a NaN would survive it)."""
+    key = (shape, like.dtype, like.device)
+    if key not in _KV:
+        _KV.clear()  # one shape at a time
+        _KV[key] = (like.new_zeros(shape), like.new_zeros(shape))
+    return _KV[key]
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor | None) -> torch.Tensor:
+    """x @ weight.T, through MKL's packed GEMM when a packed copy for x's rows exists."""
+    if packed is None:
+        return F.linear(x, weight)
+    return torch.ops.mkl._mkl_linear(x, packed, weight, None, x.shape[0])
+
+
 class StaticDecoder:
     """One rollout's decoding state: weights, static KV cache, padding mask, RoPE tables.
 
@@ -54,8 +75,7 @@ class StaticDecoder:
         self.w = w
         dev, dtype = w.embed.device, w.embed.dtype
         shape = (len(w.layers), batch, w.kv_heads, max_len, w.head_dim)
-        self.k = torch.zeros(shape, device=dev, dtype=dtype)
-        self.v = torch.zeros(shape, device=dev, dtype=dtype)
+        self.k, self.v = _kv_buffers(w.embed, shape)
         self.mask = torch.zeros((batch, 1, 1, max_len), device=dev, dtype=dtype)
         self.max_len = max_len
         self.col = 0  # the next column to write
@@ -86,7 +106,7 @@ class StaticDecoder:
         nq, nkv, d = w.heads, w.kv_heads, w.head_dim
         for i, lw in enumerate(w.layers):
             h = _rms(x, lw.ln1, w.eps)
-            qkv = torch.mm(h, lw.qkv)
+            qkv = F.linear(h, lw.qkv)
             qk = _rope(qkv[:, : (nq + nkv) * d].view(-1, nq + nkv, d), cos, sin)
             q, k = qk[:, :nq], qk[:, nq:]
             v = qkv[:, (nq + nkv) * d :].view(-1, nkv, d)
@@ -98,16 +118,16 @@ class StaticDecoder:
                 ks = k[s:e].transpose(0, 1).repeat_interleave(self.group, 0)[None]
                 vs = v[s:e].transpose(0, 1).repeat_interleave(self.group, 0)[None]
                 att[s:e] = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True)[0].transpose(0, 1)
-            x = self._mlp(torch.addmm(x, att.view(x.shape[0], -1), lw.o), lw)
+            x = self._mlp(torch.addmm(x, att.view(x.shape[0], -1), lw.o.t()), lw)
         self.col, self.pos = tp, plen.clone()
         last = x[torch.tensor(ends, device=x.device) - 1]
-        return torch.mm(_rms(last, w.norm, w.eps), w.lm_head)
+        return F.linear(_rms(last, w.norm, w.eps), w.lm_head)
 
     def _mlp(self, x: torch.Tensor, lw: LayerWeights) -> torch.Tensor:
         """x + down(silu(gate(h)) * up(h)), h = post-attention RMSNorm(x)."""
-        gu = torch.mm(_rms(x, lw.ln2, self.w.eps), lw.gate_up)
+        gu = F.linear(_rms(x, lw.ln2, self.w.eps), lw.gate_up)
         n = self.w.intermediate
-        return torch.addmm(x, F.silu(gu[:, :n]) * gu[:, n:], lw.down)
+        return torch.addmm(x, F.silu(gu[:, :n]) * gu[:, n:], lw.down.t())
 
     @torch.inference_mode()
     def step(self, tok: torch.Tensor) -> torch.Tensor:
@@ -115,21 +135,24 @@ class StaticDecoder:
         w, c, b = self.w, self.col, tok.shape[0]
         if c >= self.max_len:
             raise RuntimeError(f"decode: the static cache holds {self.max_len} columns")
-        nq, nkv, d = w.heads, w.kv_heads, w.head_dim
+        nq, nkv, d, n = w.heads, w.kv_heads, w.head_dim, w.intermediate
         cos, sin = self.cos[self.pos][:, None], self.sin[self.pos][:, None]  # [B, 1, D]
         mask = self.mask[..., : c + 1]
         x = F.embedding(tok, w.embed)
         for i, lw in enumerate(w.layers):
-            qkv = torch.mm(_rms(x, lw.ln1, w.eps), lw.qkv)
+            p_qkv, p_o, p_gu, p_down = lw.packed
+            qkv = _linear(_rms(x, lw.ln1, w.eps), lw.qkv, p_qkv)
             qk = _rope(qkv[:, : (nq + nkv) * d].view(b, nq + nkv, d), cos, sin)
             self.k[i, :, :, c] = qk[:, nq:]
             self.v[i, :, :, c] = qkv[:, (nq + nkv) * d :].view(b, nkv, d)
             # one query token: its heads, grouped by kv head, are the "queries" of that kv head
             q = qk[:, :nq].reshape(b, nkv, self.group, d)
             att = F.scaled_dot_product_attention(q, self.k[i, :, :, : c + 1], self.v[i, :, :, : c + 1], mask)
-            x = self._mlp(torch.addmm(x, att.reshape(b, nq * d), lw.o), lw)
+            x = x + _linear(att.reshape(b, nq * d), lw.o, p_o)
+            gu = _linear(_rms(x, lw.ln2, w.eps), lw.gate_up, p_gu)
+            x = x + _linear(F.silu(gu[:, :n]) * gu[:, n:], lw.down, p_down)
         self.col, self.pos = c + 1, self.pos + 1
-        return torch.mm(_rms(x, w.norm, w.eps), w.lm_head)
+        return _linear(_rms(x, w.norm, w.eps), w.lm_head, w.lm_head_packed)
 
 
 def start(model: torch.nn.Module, ids: torch.Tensor, plen: torch.Tensor, max_new_tokens: int):
@@ -138,5 +161,5 @@ def start(model: torch.nn.Module, ids: torch.Tensor, plen: torch.Tensor, max_new
     reason = unsupported(model)
     if reason:
         raise ValueError(f"decode: the fast backend cannot run this model: {reason}")
-    decoder = StaticDecoder(prepare(model), ids.shape[0], ids.shape[1] + max_new_tokens)
+    decoder = StaticDecoder(prepare(model, ids.shape[0]), ids.shape[0], ids.shape[1] + max_new_tokens)
     return decoder.prefill(ids, plen), decoder.step

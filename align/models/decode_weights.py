@@ -3,8 +3,7 @@
 The lean decode path multiplies by each layer's *effective* weight: the base weight plus the
 active LoRA adapters' `scaling * B @ A`, merged into a fresh tensor (the trained parameters and
 PEFT's state are never written; a rollout between optimizer steps must not move them). q/k/v
-become one [in, q+k+v] matrix and gate/up one [in, 2 * intermediate] matrix, stored transposed
-and contiguous, so a decode step is one `mm` where the HF model runs three (or two) linears plus
+become one [q+k+v, in] matrix and gate/up one [2 * intermediate, in] matrix, so a decode step is one `mm` where the HF model runs three (or two) linears plus
 the LoRA side GEMMs.
 
 `unsupported(model)` says why a model cannot take this path (anything whose forward the lean
@@ -13,6 +12,7 @@ path would not reproduce); the caller then falls back to the HF forward.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -127,44 +127,122 @@ def _mlp(layer: nn.Module) -> tuple[nn.Module, ...]:
     return layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj
 
 
+def _sources(module: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    """The active LoRA adapters of `module` that its forward adds: (B, A, scaling) each."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    if type(module) is not LoraLinear or module.merged or module.disable_adapters:
+        return []
+    return [
+        (module.lora_B[n].weight.detach(), module.lora_A[n].weight.detach(), float(module.scaling[n]))
+        for n in module.active_adapters
+        if n in module.lora_A
+    ]
+
+
+def _base(module: nn.Module) -> torch.Tensor:
+    return getattr(module, "base_layer", module).weight.detach()
+
+
 def effective_weight(module: nn.Module) -> torch.Tensor:
     """The [out, in] weight `module`'s forward multiplies by: a plain Linear's weight (aliased,
     read only), or a LoRA linear's base weight plus `scaling * B @ A` of every active adapter (a
     new tensor: the parameters are never written)."""
-    from peft.tuners.lora.layer import Linear as LoraLinear
-
-    if type(module) is not LoraLinear:
-        return module.weight.detach()
-    weight = module.base_layer.weight.detach()
-    if module.merged or module.disable_adapters:
-        return weight
-    for name in module.active_adapters:
-        if name in module.lora_A:
-            a, b = module.lora_A[name].weight.detach(), module.lora_B[name].weight.detach()
-            weight = torch.addmm(weight, b.to(weight.dtype), a.to(weight.dtype), alpha=module.scaling[name])
+    weight = _base(module)
+    for b, a, s in _sources(module):
+        weight = torch.addmm(weight, b.to(weight.dtype), a.to(weight.dtype), alpha=s)
     return weight
+
+
+def _signature(modules: tuple[nn.Module, ...]) -> tuple:
+    """What a fused buffer's content depends on: every source tensor (storage and in-place
+    version, which optimizer steps bump) and scaling; equal signatures, equal content."""
+    sig = []
+    for m in modules:
+        sig.append((_base(m).data_ptr(), _base(m)._version))
+        sig.extend((b.data_ptr(), b._version, a.data_ptr(), a._version, s) for b, a, s in _sources(m))
+    return tuple(sig)
+
+
+def _fill(dst: torch.Tensor, modules: tuple[nn.Module, ...]) -> None:
+    """Write the effective weights of `modules`, stacked along dim 0, into `dst` (one pass)."""
+    row = 0
+    for m in modules:
+        w = _base(m)
+        part = dst[row : row + w.shape[0]]
+        adapters = _sources(m)
+        if not adapters:
+            part.copy_(w)
+        for i, (b, a, s) in enumerate(adapters):
+            if i == 0:
+                torch.addmm(w, b.to(w.dtype), a.to(w.dtype), alpha=s, out=part)
+            else:
+                part.addmm_(b.to(w.dtype), a.to(w.dtype), alpha=s)
+        row += w.shape[0]
+
+
+def mkl_packing() -> bool:
+    """Whether MKL's packed-weight GEMM is there (CPU builds with MKL): at a decode step's few
+    rows it beats the plain GEMM, which re-packs the weight on every call."""
+    return torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear")
+
+
+class Weight:
+    """The stacked effective weights of some linears, [sum out, in] (F.linear's layout: no
+    transposing copy), refreshed only when their signature changed. A single plain linear is
+    aliased, not copied. `packed(batch)` is the MKL-packed copy for GEMMs of `batch` rows (CPU
+    only), kept for one batch size at a time."""
+
+    def __init__(self, modules: tuple[nn.Module, ...]) -> None:
+        self.modules = modules
+        w = _base(modules[0])
+        self.alias = len(modules) == 1 and type(modules[0]) is nn.Linear
+        rows = sum(_base(m).shape[0] for m in modules)
+        self.weight = w if self.alias else torch.empty((rows, w.shape[1]), dtype=w.dtype, device=w.device)
+        self.sig: tuple | None = None
+        self._packed: tuple[int, torch.Tensor] | None = None
+
+    def refresh(self) -> torch.Tensor:
+        sig = _signature(self.modules)
+        if sig != self.sig:
+            if self.alias:
+                self.weight = _base(self.modules[0])
+            else:
+                _fill(self.weight, self.modules)
+            self.sig, self._packed = sig, None
+        return self.weight
+
+    def packed(self, batch: int) -> torch.Tensor | None:
+        if not (mkl_packing() and self.weight.device.type == "cpu" and self.weight.dtype == torch.float32):
+            return None
+        if self._packed is None or self._packed[0] != batch:
+            self._packed = (batch, torch.ops.mkl._mkl_reorder_linear_weight(self.weight, batch))
+        return self._packed[1]
 
 
 @dataclass
 class LayerWeights:
-    """One decoder layer, matrices transposed to [in, out] for `x @ w`."""
+    """One decoder layer's sampling weights: [out, in] matrices (F.linear's layout) and their
+    MKL-packed copies for the decode batch (None where packing is unavailable)."""
 
     ln1: torch.Tensor  # [H]
-    qkv: torch.Tensor  # [H, (heads + 2 kv_heads) * head_dim]
-    o: torch.Tensor  # [heads * head_dim, H]
+    qkv: torch.Tensor  # [(heads + 2 kv_heads) * head_dim, H]
+    o: torch.Tensor  # [H, heads * head_dim]
     ln2: torch.Tensor  # [H]
-    gate_up: torch.Tensor  # [H, 2 I]
-    down: torch.Tensor  # [I, H]
+    gate_up: torch.Tensor  # [2 I, H]
+    down: torch.Tensor  # [H, I]
+    packed: tuple[torch.Tensor | None, ...]  # qkv, o, gate_up, down
 
 
 @dataclass
 class DecodeWeights:
-    """Everything a rollout's decode steps read, prepared once (`prepare`)."""
+    """Everything a rollout's decode steps read (`prepare`)."""
 
     embed: torch.Tensor  # [V, H], the model's embedding (aliased, read only)
     layers: list[LayerWeights]
     norm: torch.Tensor  # [H]
-    lm_head: torch.Tensor  # [H, V]
+    lm_head: torch.Tensor  # [V, H] (the embedding itself when tied and without LoRA)
+    lm_head_packed: torch.Tensor | None
     eps: float
     heads: int
     kv_heads: int
@@ -173,28 +251,47 @@ class DecodeWeights:
     rotary: nn.Module  # the model's own rotary embedding: cos/sin tables come from it
 
 
-def _t(w: torch.Tensor) -> torch.Tensor:
-    return w.t().contiguous()
+class _Buffers:
+    """The Weight buffers of one model, kept between rollouts (weakly keyed by the model), so a
+    rollout re-merges only what changed since the last one (the LoRA'd linears after an
+    optimizer step) into memory it already owns."""
+
+    def __init__(self, model: nn.Module) -> None:
+        core = llama_of(model).model
+        self.layers = [
+            [Weight(g) for g in (_attn(L)[:3], _attn(L)[3:], _mlp(L)[:2], _mlp(L)[2:])] for L in core.layers
+        ]
+        self.lm_head = Weight((llama_of(model).lm_head,))
+
+
+_BUFFERS: weakref.WeakKeyDictionary[nn.Module, _Buffers] = weakref.WeakKeyDictionary()
 
 
 @torch.no_grad()
-def prepare(model: nn.Module) -> DecodeWeights:
+def prepare(model: nn.Module, batch: int) -> DecodeWeights:
     """The sampling weights of `model` (check `unsupported(model)` first): effective weights with
-    the active LoRA adapters merged into copies, q/k/v and gate/up fused, all transposed."""
+    the active LoRA adapters merged into buffers of their own (never into the parameters), q/k/v
+    and gate/up fused. The buffers persist per model: memory for one more copy of the merged
+    linears, traded for not re-copying frozen weights every rollout. `batch`: the decode rows,
+    for the packed GEMM weights."""
     base = llama_of(model)
     cfg, core = base.config, base.model
+    bufs = _BUFFERS.get(model)
+    if bufs is None:
+        bufs = _BUFFERS[model] = _Buffers(model)
+
     layers = []
-    for layer in core.layers:
-        q, k, v, o = (effective_weight(m) for m in _attn(layer))
-        gate, up, down = (effective_weight(m) for m in _mlp(layer))
+    for layer, ws in zip(core.layers, bufs.layers):
+        qkv, o, gate_up, down = (w.refresh() for w in ws)
         layers.append(
             LayerWeights(
                 ln1=layer.input_layernorm.weight.detach(),
-                qkv=_t(torch.cat([q, k, v], 0)),
-                o=_t(o),
+                qkv=qkv,
+                o=o,
                 ln2=layer.post_attention_layernorm.weight.detach(),
-                gate_up=_t(torch.cat([gate, up], 0)),
-                down=_t(down),
+                gate_up=gate_up,
+                down=down,
+                packed=tuple(w.packed(batch) for w in ws),
             )
         )
     heads = cfg.num_attention_heads
@@ -202,7 +299,8 @@ def prepare(model: nn.Module) -> DecodeWeights:
         embed=core.embed_tokens.weight.detach(),
         layers=layers,
         norm=core.norm.weight.detach(),
-        lm_head=_t(effective_weight(base.lm_head)),
+        lm_head=bufs.lm_head.refresh(),
+        lm_head_packed=bufs.lm_head.packed(batch),
         eps=float(cfg.rms_norm_eps),
         heads=heads,
         kv_heads=cfg.num_key_value_heads,
