@@ -203,10 +203,17 @@ def test_time_calls_and_report():
     assert t.tokens_per_call == 512 and len(t.call_s) == 2
     with pytest.raises(RuntimeError, match=r"rollout: calls generated different token counts \[1, 2\]"):
         rvg.time_calls("rollout", iter([1, 2]).__next__, warmup=0, repeats=2, sync=lambda: None)
-    text = rvg.report([rvg.Timing("generate", [1.0], 512), rvg.Timing("rollout", [1.25], 512)])
+    text = rvg.report(
+        [
+            rvg.Timing("generate", [1.0], 512),
+            rvg.Timing("rollout-hf", [1.25], 512),
+            rvg.Timing("rollout-fast", [0.25], 512),
+        ]
+    )
     assert "| generate | 512 | 1.000 | 512.0 |" in text
-    assert "rollout / generate tokens/s: 0.80x (target >= 0.9x): MISSED" in text
-    assert "ratio" not in rvg.report([rvg.Timing("generate", [1.0], 512)])
+    assert "rollout-hf / generate tokens/s: 0.80x (target >= 0.9x: MISSED)" in text
+    assert "| rollout-fast | 512 | 0.250 | 2048.0 | 4.00x | >= 2.5x: met |" in text
+    assert "generate tokens/s:" not in rvg.report([rvg.Timing("generate", [1.0], 512)])
 
 
 @dataclass
