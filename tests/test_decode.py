@@ -15,6 +15,9 @@ from align.models.load import add_lora, load_model, load_tokenizer, tiny_model
 from align.models.rollout import Sampling, backend_for, left_pad, sample
 from align.recipe import LoraConfig, ModelConfig
 
+# fp32 sums in another order differ by ~1e-4 on logits of size ~20; greedy may flip only on such a tie
+ATOL = 3e-4
+TIE = 1e-3
 QUESTIONS = ("Hi", "What is the capital of France? Answer in one sentence, please.", "2+2?", "Name a color.")
 
 
@@ -57,9 +60,18 @@ def test_the_adapter_matters_and_the_model_is_supported(model, prompts):
     assert (on - off).abs().max() > 1e-2  # a fresh adapter (B = 0) would test nothing
 
 
-def test_greedy_equals_generate_token_for_token(model, prompts, tok):
-    n = 24
-    r = sample(model, prompts, Sampling(max_new_tokens=n, temperature=0), tok.eos_token_id, tok.pad_token_id)
+def _assert_same_greedy(got: list[int], want: list[int], scores: list[torch.Tensor]) -> None:
+    """Token for token; a first difference is allowed only where the reference's top two logits
+    lie within fp32 reduction noise (then the rest of the row is free to differ)."""
+    for t, (a, b) in enumerate(zip(got, want)):
+        if a != b:
+            top2 = scores[t].topk(2).values
+            assert float(top2[0] - top2[1]) < TIE, f"step {t}: {a} != {b} with margin {top2}"
+            return
+    assert len(got) == len(want)
+
+
+def _greedy_reference(model, prompts, tok, n: int) -> tuple[list[list[int]], torch.Tensor]:
     ids, plen = left_pad(prompts, tok.pad_token_id)
     att = (torch.arange(ids.shape[1])[None] >= (ids.shape[1] - plen)[:, None]).long()
     with torch.no_grad():
@@ -69,10 +81,21 @@ def test_greedy_equals_generate_token_for_token(model, prompts, tok):
             max_new_tokens=n,
             do_sample=False,
             pad_token_id=tok.pad_token_id,
+            output_logits=True,
+            return_dict_in_generate=True,
         )
+    rows = [
+        _until_eos(out.sequences[i, ids.shape[1] :].tolist(), tok.eos_token_id) for i in range(len(prompts))
+    ]
+    return rows, torch.stack(out.logits, 1)
+
+
+def test_greedy_equals_generate_token_for_token(model, prompts, tok):
+    n = 24
+    r = sample(model, prompts, Sampling(max_new_tokens=n, temperature=0), tok.eos_token_id, tok.pad_token_id)
+    want, logits = _greedy_reference(model, prompts, tok, n)
     for i in range(len(prompts)):
-        want = _until_eos(out[i, ids.shape[1] :].tolist(), tok.eos_token_id)
-        assert r.response_ids[i, : int(r.response_len[i])].tolist() == want
+        _assert_same_greedy(r.response_ids[i, : int(r.response_len[i])].tolist(), want[i], list(logits[i]))
 
 
 def test_logits_equal_the_hf_forward(model, prompts):
@@ -91,7 +114,7 @@ def test_logits_equal_the_hf_forward(model, prompts):
     with torch.no_grad():
         ref = model(input_ids=full, attention_mask=att, position_ids=(att.cumsum(1) - 1).clamp(min=0)).logits
     for t, logits in enumerate(got):
-        torch.testing.assert_close(logits, ref[:, tp - 1 + t], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(logits, ref[:, tp - 1 + t], atol=ATOL, rtol=1e-4)
 
 
 def test_seeded_sampling_is_reproducible_and_equal_between_backends(model, prompts, tok):
@@ -111,16 +134,28 @@ def test_trained_weights_are_untouched_and_updates_are_seen(model, prompts, tok)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     grads = {n for n, p in model.named_parameters() if p.requires_grad}
     s = Sampling(max_new_tokens=4, temperature=0)
-    first = sample(model, prompts, s, tok.eos_token_id, tok.pad_token_id, backend="fast")
+    sample(model, prompts, s, tok.eos_token_id, tok.pad_token_id, backend="fast")
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert {n for n, p in model.named_parameters() if p.requires_grad} == grads
     try:  # an optimizer step (in place) between rollouts: the merged buffers must follow it
+        ids, plen = left_pad(prompts, tok.pad_token_id)
+        stale = StaticDecoder(prepare(model, len(prompts)), len(prompts), ids.shape[1] + 1).prefill(ids, plen)
         randomize_lora_b(model, seed=99, scale=0.05)
+        fresh = StaticDecoder(prepare(model, len(prompts)), len(prompts), ids.shape[1] + 1).prefill(ids, plen)
+        att = (torch.arange(ids.shape[1])[None] >= (ids.shape[1] - plen)[:, None]).long()
+        with torch.no_grad():
+            ref = model(
+                input_ids=ids, attention_mask=att, position_ids=(att.cumsum(1) - 1).clamp(min=0)
+            ).logits
+        torch.testing.assert_close(fresh, ref[:, -1], atol=ATOL, rtol=1e-4)
+        assert (fresh - stale).abs().max() > 1e-2
         fast = sample(model, prompts, s, tok.eos_token_id, tok.pad_token_id, backend="fast")
-        hf = sample(model, prompts, s, tok.eos_token_id, tok.pad_token_id, backend="hf")
-        assert torch.equal(fast.response_ids, hf.response_ids)
-        assert not torch.equal(fast.response_ids, first.response_ids)
+        want, logits = _greedy_reference(model, prompts, tok, 4)
+        for i in range(len(prompts)):
+            _assert_same_greedy(
+                fast.response_ids[i, : int(fast.response_len[i])].tolist(), want[i], list(logits[i])
+            )
     finally:
         with torch.no_grad():
             for k, p in model.state_dict().items():
