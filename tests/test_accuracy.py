@@ -42,3 +42,15 @@ def test_greedy_accuracy_scores_the_greedy_replies():
 def test_answers_of_prepared_examples():
     assert answers_of([{"prompt_ids": [1]}, {"prompt_ids": [2]}]) is None
     assert answers_of([{"answer": "3"}, {"prompt_ids": [2]}]) == ["3", None]
+
+
+def test_the_report_names_answer_accuracy_for_sampling_methods():
+    from align.engine.report import metrics_table
+
+    sampled = metrics_table(
+        {"eval/accuracy": 0.36, "eval/score": 0.1}, {"eval/accuracy": 0.54, "eval/score": 0.6}
+    )
+    assert "answer accuracy (greedy reply's final answer right)" in sampled and "36.0%" in sampled
+    assert "pairwise" not in sampled
+    reward = metrics_table({"eval/accuracy": 0.5}, {"eval/accuracy": 0.7})
+    assert "pairwise accuracy (score of chosen > rejected)" in reward

@@ -26,9 +26,15 @@ SHOWN = [
 ]
 
 
+# The sampling methods (ppo, rloo, grpo) log `accuracy` for prompts with checkable answers
+SAMPLED = {"accuracy": "answer accuracy (greedy reply's final answer right)"}
+
+
 def metrics_table(before: dict[str, float], after: dict[str, float]) -> str:
     lines = [f"{'held-out metric':58s} {'before':>10s} {'after':>10s}"]
+    sampled = "eval/score" in after
     for key, label, fmt in SHOWN:
+        label = SAMPLED.get(key, label) if sampled else label
         b, a = before.get(f"eval/{key}"), after.get(f"eval/{key}")
         if a is None:
             continue

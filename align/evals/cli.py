@@ -1,4 +1,4 @@
-"""The `align eval mt-bench` and `align sweep` subcommands (registered by align/cli.py)."""
+"""The `align eval mt-bench`, `align eval accuracy` and `align sweep` subcommands (registered by align/cli.py)."""
 
 from __future__ import annotations
 
@@ -133,6 +133,19 @@ def _eval_mt_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_accuracy(args: argparse.Namespace) -> int:
+    from align.evals.accuracy import evaluate_accuracy
+
+    _one_process("eval")
+    if args.batch_size < 1:
+        raise AlignError("--batch-size: must be at least 1")
+    t0 = time.perf_counter()
+    result = evaluate_accuracy(args.run_dirs, batch_size=args.batch_size)
+    print(result.markdown)
+    print(f"\nresults: RUN_DIR/evals/accuracy/results.json  ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from align.evals.sweep import run_sweep
 
@@ -172,7 +185,7 @@ def _push_best(result, args: argparse.Namespace) -> None:
 
 
 def register(sub) -> None:
-    """Add `eval mt-bench` and `sweep` to align's subcommands."""
+    """Add `eval mt-bench`, `eval accuracy` and `sweep` to align's subcommands."""
     e = sub.add_parser("eval", help="evaluate run directories")
     esub = e.add_subparsers(dest="eval_command", required=True)
     m = esub.add_parser("mt-bench", help="MT-Bench-style answers, LLM-judge ratings, score table")
@@ -186,6 +199,13 @@ def register(sub) -> None:
     m.add_argument("--pairwise", action="store_true", help="also judge two runs against each other")
     add_eval_options(m, judge_required=True)
     m.set_defaults(fn=_eval_mt_bench)
+    a = esub.add_parser(
+        "accuracy",
+        help="greedy accuracy on a run's held-out prompts with answers, against its base (paired bootstrap CI)",
+    )
+    a.add_argument("run_dirs", nargs="+", help="run directories trained on prompts with answers")
+    a.add_argument("--batch-size", type=int, default=25, help="prompts decoded together")
+    a.set_defaults(fn=_eval_accuracy)
     s = sub.add_parser("sweep", help="train a grid of recipes, evaluate, compare (table, plots, report)")
     s.add_argument("recipe", help="the recipe every run starts from")
     s.add_argument("overrides", nargs="*", help="key=value overrides for every run")
