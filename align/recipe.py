@@ -27,6 +27,9 @@ METHOD_NAMES = ("dpo", "cdpo", "ipo", "hinge", "kto", "reward", "ppo", "rloo", "
 
 INT_MAX = 2**31 - 1  # counts and sizes end up in torch/numpy int32/int64 code paths
 AttnImplementation = Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"]
+# Who computes the rollout (align/models/rollout.py): auto (fast when it supports the model, else
+# hf), fast, hf, or vllm (align/models/vllm_rollout.py: optional, needs vLLM and a CUDA GPU).
+RolloutBackend = Literal["auto", "fast", "hf", "vllm"]
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,7 @@ class PPOConfig:
     temperature: float = ranged(1.0, "(0, 100]")
     top_k: int = ranged(0, f"[0, {INT_MAX}]")  # 0: off
     top_p: float = ranged(1.0, "(0, 1]")
+    backend: RolloutBackend = "auto"  # see RolloutBackend
     missing_eos_penalty: float | None = ranged(
         None, "[0, 1e6]"
     )  # subtracted from the score of a response without EOS
@@ -200,6 +204,7 @@ class OnlineConfig:
     temperature: float = ranged(1.0, "(0, 100]")
     top_k: int = ranged(0, f"[0, {INT_MAX}]")  # 0: off
     top_p: float = ranged(1.0, "(0, 1]")
+    backend: RolloutBackend = "auto"  # see RolloutBackend
     missing_eos_penalty: float | None = ranged(None, "[0, 1e6]")  # subtracted from the score
     clip: float | None = ranged(0.2, "(0, 10]")  # ε_low; None: unclipped ratios (rloo only)
     clip_high: float | None = ranged(None, "(0, 10]")  # ε_high (DAPO's clip-higher); None: = clip

@@ -26,7 +26,7 @@ from align.methods.base import check_sections
 from align.methods.online_phase import OnlinePhase
 from align.methods.ppo import add_reward_role, check_reward_source
 from align.methods.ppo_phase import PPOModule
-from align.methods.rollout_phase import prompt_view
+from align.methods.rollout_phase import check_backend, prompt_view
 from align.models.adapters import POLICY, set_trainable
 from align.models.reward_model import RewardSource
 from align.objectives.grpo import GRPO_NORMALISATIONS, GRPO_SCALES
@@ -47,6 +47,7 @@ def check_recipe(r: Recipe, where: str) -> None:
     """Everything about an RLOO / GRPO recipe that needs no model."""
     c = r.online
     check_reward_source(c, "online", where)
+    check_backend(r, "online", where)
     if r.lora.dropout:
         raise RecipeError(
             f"{where}: lora.dropout: {r.method} needs 0 (the ratio of new to old log-probs must compare "

@@ -23,7 +23,7 @@ from align.engine.checkpoint import save_adapter
 from align.engine.wired import Wired, optimizer_for
 from align.methods.base import check_sections
 from align.methods.ppo_phase import PPOModule, PPOPhase
-from align.methods.rollout_phase import prompt_view
+from align.methods.rollout_phase import check_backend, prompt_view
 from align.models.adapters import POLICY, REWARD, VALUE, ScalarHead, add_adapter, set_trainable  # noqa: F401
 from align.models.reward_model import RewardSource, check_same_base, read_reward_run
 from align.util.errors import RecipeError
@@ -39,6 +39,7 @@ def check_recipe(r, where: str) -> None:
     """Everything about a PPO recipe that needs no model."""
     c = r.ppo
     check_reward_source(c, "ppo", where)
+    check_backend(r, "ppo", where)
     if c.value == "reward" and not c.reward_run:
         raise RecipeError(
             f"{where}: ppo.value: 'reward' initialises the value model from ppo.reward_run; set it"

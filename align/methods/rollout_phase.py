@@ -49,6 +49,29 @@ def unique_prompts(examples: list[dict]) -> list[dict]:
     return out
 
 
+def check_backend(r, section: str, where: str) -> None:
+    """`<section>.backend` (ppo, online): `vllm` needs vLLM importable, a GPU, one process and a base
+    on disk, all checked here, before any model loads."""
+    import os
+
+    from align.util.errors import RecipeError
+
+    if getattr(r, section).backend != "vllm":
+        return
+    from align.models.load import TINY_NAME
+    from align.models.vllm_rollout import INSTALL_HINT, vllm_available
+
+    key = f"{where}: {section}.backend: 'vllm'"
+    if not vllm_available():
+        raise RecipeError(f"{key}: vLLM is not installed; {INSTALL_HINT}")
+    if r.cpu:
+        raise RecipeError(f"{key} runs on a CUDA GPU; remove cpu: true or pick backend auto/fast/hf")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise RecipeError(f"{key} is wired for one process only (each rank would need its own engine)")
+    if r.model.name == TINY_NAME:
+        raise RecipeError(f"{key}: model '{TINY_NAME}' is built in memory; vLLM loads a base from disk")
+
+
 def prompt_view(data: PreparedData, eval_prompts: int) -> PreparedData:
     """What a sampling method reads: the distinct prompts of a source of any format, and at most
     `eval_prompts` of the held-out ones."""
@@ -64,6 +87,7 @@ class RolloutPhase:
         self.prompts, self.eval_prompts = prompts, eval_prompts
         self.tok, self.eos, self.pad = tokenizer, tokenizer.eos_token_id, tokenizer.pad_token_id
         self.sampling = Sampling(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
+        self._sampler = None  # backend vllm: the engine, built at the first rollout
         self.rollouts = 0  # seeds each rollout's generator: resuming at step k samples what step k would
 
     def _generator(self, *salt: int, device=None) -> torch.Generator:
@@ -77,8 +101,39 @@ class RolloutPhase:
 
     def _rollout(self, prompts: list[list[int]], generator) -> Rollout:
         self.module.eval()
+        if self.c.backend == "vllm":  # host tensors: moved to the trainer's device
+            out = self._vllm().sample(
+                self.module.model, prompts, self.sampling, self.eos, self.pad, generator
+            )
+            return Rollout(*(t.to(self.acc.device) for t in out.__dict__.values()))
         with use_adapter(self.module.model, POLICY):
-            return sample(self.module.model, prompts, self.sampling, self.eos, self.pad, generator)
+            return sample(
+                self.module.model,
+                prompts,
+                self.sampling,
+                self.eos,
+                self.pad,
+                generator,
+                backend=self.c.backend,
+            )
+
+    def _vllm(self):
+        """The vLLM engine (align/models/vllm_rollout.py), built at the first rollout."""
+        if self._sampler is None:
+            from align.models.load import _resolve_path
+            from align.models.vllm_rollout import VLLMSampler
+
+            if self.acc.num_processes > 1:
+                raise RuntimeError("rollout: backend vllm is wired for one process only")
+            self._sampler = VLLMSampler(
+                _resolve_path(self.r.model),
+                self.r.lora.r,
+                dtype=self.r.model.dtype,
+                seed=self.r.seed,
+                revision=self.r.model.revision,
+                trust_remote_code=self.r.model.trust_remote_code,
+            )
+        return self._sampler
 
     def _updates(self, batch: RowBatch, step: int, micro: int) -> list[Update]:
         """`epochs` x `minibatches` updates over the rollout batch, in a seeded row order."""
