@@ -146,3 +146,8 @@ def test_verifiable_prompts_report_held_out_accuracy(tmp_path):
 def test_bad_recipes_fail_before_any_model_loads(overrides, message):
     with pytest.raises(RecipeError, match=message):
         load_recipe(ONLINE, overrides)
+
+
+def test_a_missing_reward_run_names_the_online_key(tmp_path):
+    with pytest.raises(RecipeError, match=r"online\.reward_run: .*nope is not a finished reward run"):
+        online(tmp_path / "run", "online.reward_function=null", f"online.reward_run={tmp_path / 'nope'}")

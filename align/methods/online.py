@@ -101,7 +101,7 @@ class OnlineMethod:
         return prompt_view(data, self.cfg.eval_prompts)
 
     def wire(self, r, data, tokenizer, accelerator, peft_model, total, plan, model_spec) -> Wired:
-        _, reward_head = add_reward_role(r, r.online, peft_model, r.output_dir)
+        _, reward_head = add_reward_role(r, r.online, peft_model, r.output_dir, "online")
         set_trainable(peft_model, [POLICY])
         module = PPOModule(peft_model, None, None, r.online.temperature, r.train.chunk_tokens, False)
         optimizer, scheduler = optimizer_for(r, module, total * self.updates_per_step)

@@ -158,13 +158,13 @@ def build_roles(r, method: PPOMethod, peft_model, where: str) -> tuple[ScalarHea
     return head, value_adapter, (reward_head, c)
 
 
-def add_reward_role(r, cfg, peft_model, where: str) -> tuple[Any, ScalarHead | None]:
+def add_reward_role(r, cfg, peft_model, where: str, section: str = "ppo") -> tuple[Any, ScalarHead | None]:
     """With `cfg.reward_run` (ppo: or online:), its adapter beside the policy (frozen) and its head:
     (adapter directory, head); (None, None) for a reward model or function."""
     if not cfg.reward_run:
         return None, None
-    reward_dir, reward_recipe = read_reward_run(cfg.reward_run, where)
-    check_same_base(reward_recipe, r.model.name, where, cfg.reward_run)
+    reward_dir, reward_recipe = read_reward_run(cfg.reward_run, where, f"{section}.reward_run")
+    check_same_base(reward_recipe, r.model.name, where, cfg.reward_run, section)
     add_adapter(peft_model, REWARD, reward_dir, None)
     return reward_dir, ScalarHead.load(reward_dir / "score_head.safetensors")
 

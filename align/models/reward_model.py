@@ -79,11 +79,12 @@ class RewardScorer(nn.Module):
         return {HEAD_FILE: dict(self.head.state_dict())}
 
 
-def read_reward_run(run_dir: str | Path, where: str) -> tuple[Path, dict]:
+def read_reward_run(run_dir: str | Path, where: str, key: str | None = "ppo.reward_run") -> tuple[Path, dict]:
     """(adapter directory, the run's recipe) of a finished `method: reward` run, or a RecipeError
-    that says what is missing."""
+    that says what is missing; `key` names the recipe key that gave it (None: `where` does)."""
     import yaml
 
+    where = f"{where}: {key}" if key else where
     root = Path(run_dir).expanduser()
     adapter = root / "adapter"
     missing = [
@@ -93,25 +94,25 @@ def read_reward_run(run_dir: str | Path, where: str) -> tuple[Path, dict]:
     ]
     if not root.is_dir() or missing:
         raise RecipeError(
-            f"{where}: ppo.reward_run: {root} is not a finished reward run"
+            f"{where}: {root} is not a finished reward run"
             + (f" (missing {', '.join(missing)})" if root.is_dir() else " (no such directory)")
             + "; train one with `align train recipes/smollm2/reward.yaml`"
         )
     recipe = yaml.safe_load((root / "recipe.yaml").read_text()) or {}
     if recipe.get("method") != "reward":
-        raise RecipeError(
-            f"{where}: ppo.reward_run: {root} is a '{recipe.get('method')}' run, not a reward model run"
-        )
+        raise RecipeError(f"{where}: {root} is a '{recipe.get('method')}' run, not a reward model run")
     return adapter, recipe
 
 
-def check_same_base(reward_recipe: dict, base_name: str, where: str, run_dir: str) -> None:
+def check_same_base(
+    reward_recipe: dict, base_name: str, where: str, run_dir: str, section: str = "ppo"
+) -> None:
     """A reward adapter only means something on the base it was trained on."""
     theirs = (reward_recipe.get("model") or {}).get("name")
     if theirs != base_name:
         raise RecipeError(
-            f"{where}: ppo.reward_run: {run_dir} was trained on base model {theirs!r}, this run uses "
-            f"{base_name!r}; a reward adapter works only on its own base (use ppo.reward_model for a "
+            f"{where}: {section}.reward_run: {run_dir} was trained on base model {theirs!r}, this run uses "
+            f"{base_name!r}; a reward adapter works only on its own base (use {section}.reward_model for a "
             "separate model)"
         )
 
@@ -169,7 +170,7 @@ def reward_function(run_dir: str | Path, device: str = "cpu", batch_size: int = 
     from align.models.load import load_model, load_tokenizer
     from align.recipe import ModelConfig
 
-    adapter_dir, recipe = read_reward_run(run_dir, "--reward-run")
+    adapter_dir, recipe = read_reward_run(run_dir, "--reward-run", key=None)
     known = {f.name for f in fields(ModelConfig)}
     spec = ModelConfig(**{k: v for k, v in (recipe.get("model") or {}).items() if k in known})
     spec.dtype = "float32"
