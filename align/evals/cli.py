@@ -1,4 +1,4 @@
-"""The `align eval mt-bench`, `align eval accuracy` and `align sweep` subcommands (registered by align/cli.py)."""
+"""The `align eval mt-bench`, `align eval heldout` and `align sweep` subcommands (registered by align/cli.py)."""
 
 from __future__ import annotations
 
@@ -133,16 +133,24 @@ def _eval_mt_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_accuracy(args: argparse.Namespace) -> int:
-    from align.evals.accuracy import evaluate_accuracy
+def _eval_heldout(args: argparse.Namespace) -> int:
+    from align.evals.heldout import evaluate_heldout
 
     _one_process("eval")
-    if args.batch_size < 1:
-        raise AlignError("--batch-size: must be at least 1")
+    for name in ("batch_size", "samples", "prompts"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise AlignError(f"--{name.replace('_', '-')}: must be at least 1")
     t0 = time.perf_counter()
-    result = evaluate_accuracy(args.run_dirs, batch_size=args.batch_size)
+    result = evaluate_heldout(
+        args.run_dirs,
+        batch_size=args.batch_size,
+        samples=args.samples,
+        reward_run=args.reward_run,
+        seed=args.seed,
+        prompts=args.prompts,
+    )
     print(result.markdown)
-    print(f"\nresults: RUN_DIR/evals/accuracy/results.json  ({time.perf_counter() - t0:.0f} s)")
+    print(f"\nresults: RUN_DIR/evals/heldout/results.json  ({time.perf_counter() - t0:.0f} s)")
     return 0
 
 
@@ -185,7 +193,7 @@ def _push_best(result, args: argparse.Namespace) -> None:
 
 
 def register(sub) -> None:
-    """Add `eval mt-bench`, `eval accuracy` and `sweep` to align's subcommands."""
+    """Add `eval mt-bench`, `eval heldout` and `sweep` to align's subcommands."""
     e = sub.add_parser("eval", help="evaluate run directories")
     esub = e.add_subparsers(dest="eval_command", required=True)
     m = esub.add_parser("mt-bench", help="MT-Bench-style answers, LLM-judge ratings, score table")
@@ -200,12 +208,23 @@ def register(sub) -> None:
     add_eval_options(m, judge_required=True)
     m.set_defaults(fn=_eval_mt_bench)
     a = esub.add_parser(
-        "accuracy",
-        help="greedy accuracy on a run's held-out prompts with answers, against its base (paired bootstrap CI)",
+        "heldout",
+        help="a ppo/rloo/grpo run against its base on its held-out prompts: accuracy and reward, paired 95% CIs",
     )
-    a.add_argument("run_dirs", nargs="+", help="run directories trained on prompts with answers")
+    a.add_argument("run_dirs", nargs="+", help="run directories of method ppo, rloo or grpo")
+    a.add_argument(
+        "--reward-run", default=None, help="score samples with this reward run (default: the run's own)"
+    )
+    a.add_argument(
+        "--prompts",
+        type=int,
+        default=None,
+        help="the first N held-out prompts (default: the run's eval_prompts)",
+    )
+    a.add_argument("--samples", type=int, default=4, help="sampled replies per prompt for the reward")
     a.add_argument("--batch-size", type=int, default=25, help="prompts decoded together")
-    a.set_defaults(fn=_eval_accuracy)
+    a.add_argument("--seed", type=int, default=0, help="sampling seed (the same for base and run)")
+    a.set_defaults(fn=_eval_heldout)
     s = sub.add_parser("sweep", help="train a grid of recipes, evaluate, compare (table, plots, report)")
     s.add_argument("recipe", help="the recipe every run starts from")
     s.add_argument("overrides", nargs="*", help="key=value overrides for every run")

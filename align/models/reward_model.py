@@ -158,15 +158,12 @@ class ExternalRewardModel:
         return self.head(last_token(hidden, enc["attention_mask"])).float().squeeze(-1)
 
 
-def reward_function(run_dir: str | Path, device: str = "cpu", batch_size: int = 8):
-    """`score(prompts, responses) -> list[float]` from a reward run, for evals: each prompt as one
-    user turn through the base's chat template, each response as the assistant's reply ending in
-    EOS, exactly the sequences the reward model was trained on and PPO scores."""
+def _run_scorer(run_dir: str | Path, device: str):
+    """(RewardScorer of a reward run on its own base, fp32, eval mode; its tokenizer)."""
     from dataclasses import fields
 
     from peft import PeftModel
 
-    from align.data.batches import pad_sequences
     from align.models.load import load_model, load_tokenizer
     from align.recipe import ModelConfig
 
@@ -176,22 +173,49 @@ def reward_function(run_dir: str | Path, device: str = "cpu", batch_size: int = 
     spec.dtype = "float32"
     tok = load_tokenizer(spec)
     model = PeftModel.from_pretrained(load_model(spec), str(adapter_dir)).to(device)
-    scorer = RewardScorer(model, ScalarHead.load(adapter_dir / HEAD_FILE).to(device)).eval()
+    return RewardScorer(model, ScalarHead.load(adapter_dir / HEAD_FILE).to(device)).eval(), tok
+
+
+def reward_ids_function(run_dir: str | Path, device: str = "cpu", batch_size: int = 8):
+    """`score(prompt_ids, response_ids) -> list[float]` from a reward run: each row scored as the
+    token sequence prompt + response exactly as given (a sampled response that ended carries its
+    EOS), at its last real token, as the sampling methods score their rollouts."""
+    from align.data.batches import pad_sequences
+
+    scorer, tok = _run_scorer(run_dir, device)
 
     @torch.no_grad()
-    def score(prompts: list[str], responses: list[str]) -> list[float]:
+    def score(prompt_ids: list[list[int]], response_ids: list[list[int]]) -> list[float]:
         out: list[float] = []
-        for start in range(0, len(prompts), batch_size):
-            chats, replies = [], []
-            for p, r in zip(prompts[start : start + batch_size], responses[start : start + batch_size]):
-                chat = tok.apply_chat_template(
-                    [{"role": "user", "content": p}], add_generation_prompt=True, return_dict=True
-                )
-                chats.append(list(chat["input_ids"]))
-                replies.append(tok(r, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
-            batch = pad_sequences(chats, replies, tok.pad_token_id)
-            out += scorer(batch.input_ids.to(device), batch.attention_mask.to(device)).float().cpu().tolist()
+        for s in range(0, len(prompt_ids), batch_size):
+            b = pad_sequences(
+                prompt_ids[s : s + batch_size], response_ids[s : s + batch_size], tok.pad_token_id
+            )
+            out += scorer(b.input_ids.to(device), b.attention_mask.to(device)).float().cpu().tolist()
         return out
+
+    score.tokenizer = tok
+    return score
+
+
+def reward_function(run_dir: str | Path, device: str = "cpu", batch_size: int = 8):
+    """`score(prompts, responses) -> list[float]` from a reward run, for evals: each prompt as one
+    user turn through the base's chat template, each response as the assistant's reply ending in
+    EOS, exactly the sequences the reward model was trained on and PPO scores."""
+    score_ids = reward_ids_function(run_dir, device, batch_size)
+    tok = score_ids.tokenizer
+
+    def score(prompts: list[str], responses: list[str]) -> list[float]:
+        chats = [
+            list(
+                tok.apply_chat_template(
+                    [{"role": "user", "content": p}], add_generation_prompt=True, return_dict=True
+                )["input_ids"]
+            )
+            for p in prompts
+        ]
+        replies = [tok(r, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for r in responses]
+        return score_ids(chats, replies)
 
     return score
 
