@@ -81,6 +81,9 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     attn_implementation: AttnImplementation | None = "sdpa"  # None: transformers' default
     disable_dropout: bool = True  # the base model's dropout (not LoRA's): a deterministic reference
+    # start from an earlier run: its adapter (a run dir, or a PEFT adapter dir) merged into the base
+    # in float32 at load, so the reference is that model and the new LoRA trains on top of it
+    adapter: str | None = None
 
 
 @dataclass

@@ -30,6 +30,7 @@ from align.engine.run_dir import (
 )
 from align.engine.sharding import fsdp_on_cpu, fsdp_units
 from align.methods import build_method, check_recipe
+from align.models.earlier_run import resolve_chain
 from align.models.load import add_lora, compile_layers, disable_dropout, load_model, load_tokenizer
 from align.recipe import Recipe, dump_recipe
 from align.util.errors import RecipeError
@@ -75,6 +76,13 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     from align.engine import preflight
 
     check_recipe(r, "recipe")  # the method's own keys (load_recipe checked them too)
+    if r.model.adapter is not None:  # recorded absolute: evals and later runs find it from anywhere
+        r = replace(r, model=replace(r.model, adapter=str(Path(r.model.adapter).expanduser().resolve())))
+        if Path(r.model.adapter) == Path(r.output_dir).expanduser().resolve():
+            raise RecipeError(
+                "model.adapter: is this run's own output_dir; start from another run's directory"
+            )
+    chain = resolve_chain(r.model.name, r.model.revision, r.seed, r.model.adapter)  # checks, no load
     preflight.check(r)  # before anything loads: output_dir, LoRA target modules, attention (cached)
     run_dir = Path(r.output_dir)
     prec = precision.from_recipe(r)
@@ -146,6 +154,7 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     )
     state = start_state(run_dir, r, accelerator, parts, total, do_resume)
     manifest = _manifest(r, data, method, accelerator, total, prec)
+    manifest["start_from"] = [link.manifest() for link in chain]  # merged into the base, oldest first
     manifest["fsdp_units"] = fsdp_units(w.model)  # one per decoder layer + the root, or []
     if main:
         write_text_atomic(run_dir / "recipe.yaml", dump_recipe(r))

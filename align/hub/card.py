@@ -231,9 +231,19 @@ def model_card(
         "",
         f'base = AutoModelForCausalLM.from_pretrained("{base}")',
         f'tokenizer = AutoTokenizer.from_pretrained("{base}")',
+        *_earlier_lines(m.get("start_from") or []),
         f'model = PeftModel.from_pretrained(base, "{repo_id}"{_at(revision, ", revision=")})',
         "```",
     ]
+    if m.get("start_from"):
+        lines += [
+            "",
+            "This run started from an earlier run (`model.adapter`): its reference and its base were the "
+            "base model with the earlier adapter(s) merged in, oldest first. This adapter alone, on the "
+            "bare base, is a different model. One PEFT adapter cannot express both, so merge the earlier "
+            "ones first as above (push each with `align push` and put its repo id in place of the "
+            "placeholder).",
+        ]
     for sub in sub_adapters:
         lines += [
             "",
@@ -278,6 +288,11 @@ def _training_rows(run: RunRecord) -> list[str]:
     warmup = optim.get("warmup_steps")
     rows += [
         ("reference", m.get("reference")),
+        *(
+            [("starts from", " → ".join(_link_name(link) for link in m["start_from"]) + " (merged into the base)")]
+            if m.get("start_from")
+            else []
+        ),
         ("LoRA", f"r {lora.get('r')}, alpha {lora.get('alpha')}, dropout {lora.get('dropout')}, "
          f"target modules {_cell(lora.get('target_modules'))}"),
         ("optimizer", f"AdamW, lr {optim.get('lr')}, betas {optim.get('adam_betas')}, weight decay "
@@ -293,6 +308,24 @@ def _training_rows(run: RunRecord) -> list[str]:
         ("software", _versions(m)),
     ]  # fmt: skip
     return [f"| {k} | {_cell(v)} |" for k, v in rows]
+
+
+def _link_name(link: dict[str, Any]) -> str:
+    where = Path(str(link.get("run") or link.get("adapter"))).name
+    return f"{where} ({link.get('method') or 'adapter'}, sha256 {str(link.get('adapter_sha256', ''))[:12]})"
+
+
+def _earlier_lines(chain: list[dict[str, Any]]) -> list[str]:
+    """Loading lines that merge the earlier runs' adapters into the base, oldest first."""
+    out = []
+    for link in chain:
+        where = Path(str(link.get("run") or link.get("adapter"))).name
+        sha = str(link.get("adapter_sha256", ""))[:12]
+        out.append(
+            f'base = PeftModel.from_pretrained(base, "EARLIER_ADAPTER_{where}").merge_and_unload()'
+            f"  # {link.get('method') or 'adapter'} run {where}, weights sha256 {sha}"
+        )
+    return out
 
 
 def _at(revision: str, prefix: str) -> str:

@@ -164,7 +164,7 @@ def add_reward_role(r, cfg, peft_model, where: str, section: str = "ppo") -> tup
     if not cfg.reward_run:
         return None, None
     reward_dir, reward_recipe = read_reward_run(cfg.reward_run, where, f"{section}.reward_run")
-    check_same_base(reward_recipe, r.model.name, where, cfg.reward_run, section)
+    check_same_base(reward_recipe, r.model.name, where, cfg.reward_run, section, r.model.adapter, r.seed)
     add_adapter(peft_model, REWARD, reward_dir, None)
     return reward_dir, ScalarHead.load(reward_dir / "score_head.safetensors")
 

@@ -46,10 +46,21 @@ def load_tokenizer(spec: ModelConfig):
 
 
 def load_model(spec: ModelConfig, seed: int = 0):
-    """Load the base causal LM (no adapter); `spec.dtype` "auto" (unresolved) loads float32."""
+    """Load the base causal LM (no trainable adapter); `spec.dtype` "auto" (unresolved) loads
+    float32. With `spec.adapter` (start from an earlier run) the earlier adapters are merged in
+    float32 first and the result cast to the dtype (align/models/earlier_run.py)."""
+    from align.models.earlier_run import merge_chain, resolve_chain
+
+    chain = resolve_chain(spec.name, spec.revision, seed, spec.adapter)
+    dtype = _DTYPES.get(spec.dtype, torch.float32)
+    if not chain:
+        return _load_base(spec, seed, dtype)
+    return merge_chain(_load_base(spec, seed, torch.float32), chain).to(dtype)
+
+
+def _load_base(spec: ModelConfig, seed: int, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
-    dtype = _DTYPES.get(spec.dtype, torch.float32)
     if spec.name == TINY_NAME:
         return tiny_model(seed=seed, dtype=dtype)
     path = _resolve_path(spec)
@@ -199,6 +210,11 @@ def model_identity(spec: ModelConfig, seed: int) -> dict[str, Any]:
         "attn_implementation": spec.attn_implementation,
         "trust_remote_code": spec.trust_remote_code,
     }
+    if spec.adapter is not None:  # the merged earlier adapters, by content
+        from align.models.earlier_run import resolve_chain
+
+        chain = resolve_chain(spec.name, spec.revision, seed, spec.adapter)
+        ident["adapters"] = [link.sha256 for link in chain]
     if spec.name == TINY_NAME:
         return {**ident, "config": tiny_config().to_dict(), "seed": seed}
     folder, commit = _model_dir(spec)

@@ -105,15 +105,36 @@ def read_reward_run(run_dir: str | Path, where: str, key: str | None = "ppo.rewa
 
 
 def check_same_base(
-    reward_recipe: dict, base_name: str, where: str, run_dir: str, section: str = "ppo"
+    reward_recipe: dict,
+    base_name: str,
+    where: str,
+    run_dir: str,
+    section: str = "ppo",
+    adapter: str | None = None,
+    seed: int = 0,
 ) -> None:
-    """A reward adapter only means something on the base it was trained on."""
-    theirs = (reward_recipe.get("model") or {}).get("name")
+    """A reward adapter only means something on the base it was trained on: the same model, and
+    the same earlier adapters merged into it (`model.adapter`, compared by content)."""
+    from align.models.earlier_run import resolve_chain
+
+    model = reward_recipe.get("model") or {}
+    theirs = model.get("name")
     if theirs != base_name:
         raise RecipeError(
             f"{where}: {section}.reward_run: {run_dir} was trained on base model {theirs!r}, this run uses "
             f"{base_name!r}; a reward adapter works only on its own base (use {section}.reward_model for a "
             "separate model)"
+        )
+    key = f"{where}: {section}.reward_run"
+    theirs_chain = resolve_chain(
+        base_name, model.get("revision"), reward_recipe.get("seed", 0), model.get("adapter"), key
+    )
+    ours = resolve_chain(base_name, model.get("revision"), seed, adapter, where)
+    if [link.sha256 for link in theirs_chain] != [link.sha256 for link in ours]:
+        raise RecipeError(
+            f"{key}: {run_dir} was trained on {base_name!r} started from {model.get('adapter') or 'nothing'} "
+            f"(model.adapter), this run starts from {adapter or 'nothing'}: its adapter sits on the shared "
+            f"base, so both must start from the same run (or use {section}.reward_model for a separate model)"
         )
 
 
@@ -172,7 +193,9 @@ def _run_scorer(run_dir: str | Path, device: str):
     spec = ModelConfig(**{k: v for k, v in (recipe.get("model") or {}).items() if k in known})
     spec.dtype = "float32"
     tok = load_tokenizer(spec)
-    model = PeftModel.from_pretrained(load_model(spec), str(adapter_dir)).to(device)
+    model = PeftModel.from_pretrained(load_model(spec, seed=recipe.get("seed", 0)), str(adapter_dir)).to(
+        device
+    )
     return RewardScorer(model, ScalarHead.load(adapter_dir / HEAD_FILE).to(device)).eval(), tok
 
 
