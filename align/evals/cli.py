@@ -29,7 +29,17 @@ def add_eval_options(p: argparse.ArgumentParser, judge_required: bool) -> None:
     g.add_argument("--judge-timeout", type=float, default=120.0, help="seconds per judge request")
     g.add_argument("--judge-retries", type=int, default=5, help="retries of a transient judge error")
     g.add_argument(
-        "--judge-max-new-tokens", type=int, default=512, help="judgment length of a local (hf:) judge"
+        "--judge-max-new-tokens",
+        type=int,
+        default=None,
+        help="judgment length, local or served (default: 512 for hf:, 2048 for openai:)",
+    )
+    g.add_argument(
+        "--judge-token-param",
+        choices=("auto", "max_tokens", "max_completion_tokens"),
+        default="auto",
+        help="request field that bounds a served judge's reply (auto: max_tokens, switching to "
+        "max_completion_tokens when the server asks for it)",
     )
     g.add_argument(
         "--judge-prefill",
@@ -56,7 +66,7 @@ def eval_config(args: argparse.Namespace):
     from align.evals.mt_bench import EvalConfig
 
     for name in ("judge_workers", "judge_retries", "max_new_tokens", "batch_size", "judge_max_new_tokens"):
-        if getattr(args, name) < (0 if name == "judge_retries" else 1):
+        if getattr(args, name) is not None and getattr(args, name) < (0 if name == "judge_retries" else 1):
             raise AlignError(
                 f"--{name.replace('_', '-')}: must be at least {0 if name == 'judge_retries' else 1}"
             )
@@ -72,6 +82,7 @@ def eval_config(args: argparse.Namespace):
         judge_timeout=args.judge_timeout,
         judge_retries=args.judge_retries,
         judge_max_new_tokens=args.judge_max_new_tokens,
+        judge_token_param=args.judge_token_param,
         judge_prefill=args.judge_prefill,
         greedy=args.greedy,
         max_new_tokens=args.max_new_tokens,

@@ -80,6 +80,9 @@ def retry_after(headers: Any) -> float | None:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
+TOKEN_PARAMS = ("auto", "max_tokens", "max_completion_tokens")
+
+
 def _snippet(raw: bytes) -> str:
     text = raw.decode("utf-8", errors="replace").strip().replace("\n", " ")
     try:  # OpenAI-style {"error": {"message": ...}}
@@ -102,7 +105,10 @@ class HttpJudge:
     backoff: float = 2.0  # first wait in seconds without Retry-After; doubles per attempt
     max_wait: float = 120.0  # no single wait is longer, whatever Retry-After says
     workers: int = 4  # concurrent requests
-    max_tokens: int = 2048
+    max_tokens: int = 2048  # judgment length (--judge-max-new-tokens): bounds a rambling served judge
+    # which request field carries it: "auto" sends max_tokens and, when the server refuses it and
+    # names max_completion_tokens (OpenAI's reasoning models), resends with that, remembered
+    token_param: str = "auto"
 
     @property
     def name(self) -> str:
@@ -128,12 +134,31 @@ class HttpJudge:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
+    def __post_init__(self) -> None:
+        if self.token_param not in TOKEN_PARAMS:
+            raise JudgeError(
+                f"--judge-token-param: {self.token_param!r}; expected one of {', '.join(TOKEN_PARAMS)}"
+            )
+        self._field = "max_tokens" if self.token_param == "auto" else self.token_param
+
     def ask(self, system: str, user: str) -> str:
+        field = self._field
+        try:
+            return self._ask(system, user, field)
+        except JudgeError as e:
+            refused = "max_completion_tokens" in str(e) and "HTTP 400" in str(e)
+            if self.token_param != "auto" or field != "max_tokens" or not refused:
+                raise
+            log.warning("judge %s refuses max_tokens; sending max_completion_tokens from now on", self.name)
+            self._field = "max_completion_tokens"
+            return self._ask(system, user, self._field)
+
+    def _ask(self, system: str, user: str, field: str) -> str:
         body = {
             "model": self.model,
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
             "temperature": 0,
-            "max_tokens": self.max_tokens,
+            field: self.max_tokens,
         }
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.key_env)
@@ -156,7 +181,10 @@ class HttpJudge:
                     ) from None
                 if e.code not in TRANSIENT_STATUS and e.code < 500:
                     raise JudgeError(f"judge {self.url} answered HTTP {e.code}: {detail}") from None
-                why, asked = f"HTTP {e.code}", retry_after(e.headers)
+                why, asked = (
+                    f"HTTP {e.code}: {detail}" if detail else f"HTTP {e.code}",
+                    retry_after(e.headers),
+                )
             except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
                 reason = getattr(e, "reason", e)
                 why = f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
@@ -232,11 +260,12 @@ def make_judge(
     spec: str,
     base_url: str | None = None,
     key_env: str = DEFAULT_KEY_ENV,
-    max_new_tokens: int = 512,
+    max_new_tokens: int | None = None,
     prefill: str | None = None,
     **http: Any,
 ) -> Judge:
-    """`openai:MODEL` (with `base_url`) or `hf:NAME_OR_PATH`."""
+    """`openai:MODEL` (with `base_url`) or `hf:NAME_OR_PATH`; `max_new_tokens` bounds the judgment
+    of both (None: 512 for a local judge, 2048 for a served one, FastChat's GPT-4 setting)."""
     kind, _, name = spec.partition(":")
     if not name.strip() or kind not in ("openai", "hf"):
         raise JudgeError(
@@ -246,7 +275,9 @@ def make_judge(
     if kind == "hf":
         if base_url:
             raise JudgeError("--judge-base-url applies to openai:MODEL judges only")
-        return LocalJudge(name, max_new_tokens=max_new_tokens, prefill=prefill)
+        return LocalJudge(name, max_new_tokens=max_new_tokens or 512, prefill=prefill)
     if prefill:
         raise JudgeError("--judge-prefill applies to hf:NAME_OR_PATH judges only")
+    if max_new_tokens is not None:
+        http["max_tokens"] = max_new_tokens
     return HttpJudge(name, base_url=base_url or DEFAULT_BASE_URL, key_env=key_env, **http)

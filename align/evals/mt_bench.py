@@ -54,7 +54,8 @@ class EvalConfig:
     judge_timeout: float = 120.0
     judge_retries: int = 5
     judge_backoff: float = 2.0
-    judge_max_new_tokens: int = 512  # local (hf:) judges
+    judge_max_new_tokens: int | None = None  # judgment length; None: 512 local (hf:), 2048 served
+    judge_token_param: str = "auto"  # served judges: max_tokens | max_completion_tokens | auto
     judge_prefill: str | None = None  # local judges: the start of each judgment, e.g. "Rating: [["
     greedy: bool = False
     max_new_tokens: int = 512
@@ -78,6 +79,7 @@ class EvalConfig:
             max_retries=self.judge_retries,
             backoff=self.judge_backoff,
             workers=self.judge_workers,
+            token_param=self.judge_token_param,
         )
 
 

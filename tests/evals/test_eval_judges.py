@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import time
 
@@ -134,3 +135,50 @@ def test_judge_specs():
             make_judge(bad)
     with pytest.raises(JudgeError, match="--judge-base-url applies to openai"):
         make_judge("hf:tiny-smollm2", base_url="http://x/v1")
+
+
+def _error(status: int, message: str) -> Reply:
+    return Reply(status=status, raw=json.dumps({"error": {"message": message}}).encode())
+
+
+def test_judge_max_new_tokens_bounds_a_served_judge(judge_server):
+    """--judge-max-new-tokens reaches the request (a small served judge that rambles would fill the
+    server's context otherwise); without it a served judge asks for FastChat's 2048."""
+    from align.evals.mt_bench import EvalConfig
+
+    EvalConfig(judge="openai:j", judge_base_url=judge_server.url, judge_max_new_tokens=64).make_judge().ask(
+        "s", "u"
+    )
+    make_judge("openai:j", base_url=judge_server.url).ask("s", "u")
+    assert [r["body"]["max_tokens"] for r in judge_server.requests] == [64, 2048]
+    assert make_judge("hf:smollm2-135m-instruct").max_new_tokens == 512  # a local judge's default stays
+
+
+def test_a_server_error_shows_the_servers_text(judge_server):
+    """llama.cpp answers HTTP 500 with its reason: the final error must carry it, not just the code."""
+    judge_server.responder = lambda body: _error(500, "Context size has been exceeded.")
+    with pytest.raises(JudgeError, match=r"last: HTTP 500: Context size has been exceeded\."):
+        client(judge_server, max_retries=1).ask("s", "u")
+
+
+def test_max_completion_tokens_when_the_model_refuses_max_tokens(judge_server, caplog):
+    """OpenAI's reasoning models refuse max_tokens with HTTP 400 naming max_completion_tokens: auto
+    resends with it once and keeps it; an explicit max_tokens does not switch."""
+    refusal = "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
+
+    def strict(body):
+        return _error(400, refusal) if "max_tokens" in body else Reply(f"ok {body['max_completion_tokens']}")
+
+    judge_server.responder = strict
+    judge = client(judge_server, max_tokens=99)
+    with caplog.at_level(logging.WARNING, logger="align.evals"):
+        assert judge.ask("s", "u") == "ok 99"
+        assert judge.ask("s", "u2") == "ok 99"
+    sent = [sorted(k for k in r["body"] if k.startswith("max_")) for r in judge_server.requests]
+    assert sent == [["max_tokens"], ["max_completion_tokens"], ["max_completion_tokens"]]
+    assert "refuses max_tokens" in caplog.text
+    with pytest.raises(JudgeError, match="HTTP 400: Unsupported parameter"):
+        client(judge_server, token_param="max_tokens").ask("s", "u")
+    assert client(judge_server, token_param="max_completion_tokens").ask("s", "u") == "ok 2048"
+    with pytest.raises(JudgeError, match="--judge-token-param"):
+        client(judge_server, token_param="tokens")
