@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("align.train",),
     ("align.evals",),
     ("align.cli",),
-    ("align.__main__",),  # python -m align
+    ("align.__main__", "align.embedded"),  # entry points: python -m align, python -m align.embedded
 ]
 
 
