@@ -124,6 +124,44 @@ def test_fsdp_equals_one_process_and_resumes(one, tmp_path):
     assert max_abs_diff(adapter(cross), adapter(one)) < 1e-5
 
 
+def _head(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(run / "adapter" / "score_head.safetensors")
+
+
+def _grad_norms(run: Path) -> list[float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["train/grad_norm"] for r in rows if "train/grad_norm" in r]
+
+
+def test_fsdp_reward_model_equals_one_process_and_resumes(tmp_path):
+    """The reward head sits in FSDP2's root unit, which stays unsharded between a forward and the
+    next backward: the loop must clip the sharded parameters (the norm once lost the head's part).
+    The head's bias gets no gradient from a pairwise loss (it cancels in r_c - r_r), so Adam turns
+    rounding noise into steps of up to lr: it is compared only for staying near its start."""
+    args = ("method=reward", "beta=0.1", *COMMON)
+    one = tmp_path / "one"
+    run_tiny(one, "train.per_device_batch_size=4", *args)
+    run = tmp_path / "fsdp"
+    launch = [*FSDP_CPU, "--main_process_port", str(free_port())]
+    _finish(launch_accelerate(run, launch, "train.per_device_batch_size=2", *args), tmp_path / "f.log")
+    assert _manifest(run)["fsdp_units"] == ["", *LAYERS]
+    assert max_abs_diff(adapter(one), adapter(run)) < 1e-5
+    assert float((_head(one)["linear.weight"] - _head(run)["linear.weight"]).abs().max()) < 1e-5
+    assert abs(float(_head(run)["linear.bias"])) < 3 * 1e-2  # three steps of at most lr
+    assert _grad_norms(run) == pytest.approx(_grad_norms(one), rel=1e-5)
+
+    uninterrupted = {**adapter(run), **_head(run)}
+    shutil.rmtree(list_checkpoints(run)[-1])
+    shutil.rmtree(run / "adapter")
+    launch = [*FSDP_CPU, "--main_process_port", str(free_port())]
+    log = tmp_path / "resume.log"
+    _finish(launch_accelerate(run, launch, "train.per_device_batch_size=2", *args, "--resume", log=log), log)
+    assert "resumed from" in log.read_text()
+    assert max_abs_diff({**adapter(run), **_head(run)}, uninterrupted) < 1e-6
+
+
 def test_fsdp_precomputed_reference_from_pretrained(one, tmp_path):
     """Ranks precompute 16 and 15 reference rows under FSDP; the run matches the live reference.
     The model is the tiny one saved as a local checkpoint, so it loads with from_pretrained: with

@@ -30,7 +30,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from align.engine.sharding import full_optimizer_state, full_trainable_state, shard_optimizer_state
+from align.engine.sharding import (
+    full_optimizer_state,
+    full_tensor,
+    full_trainable_state,
+    shard_optimizer_state,
+)
 from align.util.errors import AlignError
 from align.util.files import (  # noqa: F401  (re-exported: the checkpoint API)
     atomic_dir,
@@ -194,6 +199,7 @@ def save_checkpoint(
     tmp = final.parent / f".tmp-{final.name}"
     main = accelerator.is_main_process
     weights = adapter_state(peft_model)  # gathered on every rank (FSDP): same decision everywhere
+    extra = {k: full_tensor(v) for k, v in (extra or {}).items()}  # a sharded head, gathered too
     check_finite({**weights, **(extra or {})}, f"checkpoint {final}")
     optim_state = full_optimizer_state(optimizer)
     previous = list_checkpoints(run_dir)
@@ -268,6 +274,7 @@ def save_adapter(
     tmp = final.parent / f".tmp-{final.name}"
     full = full_trainable_state(peft_model)
     check_finite(adapter_state(peft_model, full), f"the final adapter {final}")
+    extra_files = {name: {k: full_tensor(v) for k, v in t.items()} for name, t in (extra_files or {}).items()}
 
     def write() -> None:
         if accelerator.is_main_process:

@@ -212,7 +212,6 @@ def train(parts: LoopParts, state: TrainState) -> TrainState:
     `TrainingError` after `max_bad_steps` consecutive non-finite steps."""
     acc, plan = parts.accelerator, parts.plan
     examples_per_step = plan.per_device * plan.accumulation
-    params = [p for p in parts.model.parameters() if p.requires_grad]
     clip = parts.max_grad_norm if parts.max_grad_norm is not None else float("inf")
     parts.model.train()
     bar = tqdm(
@@ -237,9 +236,7 @@ def train(parts: LoopParts, state: TrainState) -> TrainState:
             t_update = time.perf_counter()
             stop_now = False
             for update in phase.updates:
-                bad_run, stopping = _update(
-                    parts, state, window, update, indices, bad_run, stop, params, clip
-                )
+                bad_run, stopping = _update(parts, state, window, update, indices, bad_run, stop, clip)
                 stop_now = stop_now or stopping
                 if bad_run >= parts.max_bad_steps:
                     break
@@ -315,7 +312,6 @@ def _update(
     indices: list[int],
     bad_run: int,
     stop,
-    params: list[torch.nn.Parameter],
     clip: float,
 ) -> tuple[int, bool]:
     """Accumulate `update`'s micro-batches, then step the optimizer (or skip a non-finite update).
@@ -331,6 +327,10 @@ def _update(
             out = parts.step_fn(batch, True)
             acc.backward(out.loss.sum() / update.divisor)
         outputs.append(out)
+    # read after backward: FSDP2 leaves its root unit's parameters unsharded between a forward and
+    # the next backward, so a list taken before the step can hold stand-ins that never get a grad
+    # (a reward head sits in the root unit: its norm went missing and clipping differed)
+    params = [p for p in parts.model.parameters() if p.requires_grad]
     grad_norm = full_tensor(acc.clip_grad_norm_(params, clip))  # FSDP: a replicated DTensor
     loss_sum = torch.stack([o.loss.detach().float().sum() for o in outputs]).sum()
     grad_ok = torch.isfinite(torch.as_tensor(grad_norm, device=loss_sum.device))

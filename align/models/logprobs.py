@@ -63,6 +63,14 @@ LAYOUTS = ("auto", "packed", "shared", "padded")
 _MASKABLE = ("sdpa", "eager")  # attention implementations that take our 4D block mask
 
 
+def decoder_layer_classes(model: nn.Module) -> list[str] | None:
+    """The decoder-layer classes of a wrapped (PEFT) model: what FSDP's TRANSFORMER_BASED_WRAP
+    makes its units. Accelerate reads `_no_split_modules` from the module it prepares, i.e. our
+    scorer, so every scorer that wraps a model answers it with this."""
+    names = getattr(causal_lm(model), "_no_split_modules", None)
+    return list(names) if names else None
+
+
 def resolve_layout(requested: str, attn_implementation: str | None, gradient_checkpointing: bool) -> str:
     """`auto`: packed where the attention takes a 4D mask, else the shared-prompt KV-cache path
     (padded rows under gradient checkpointing, which drops the cache)."""
@@ -141,10 +149,7 @@ class SequenceScorer(nn.Module):
 
     @property
     def _no_split_modules(self) -> list[str] | None:
-        """The decoder-layer classes of the wrapped model: what FSDP's TRANSFORMER_BASED_WRAP makes
-        its units (Accelerate reads this from the module it prepares, i.e. this one)."""
-        names = getattr(causal_lm(self.model), "_no_split_modules", None)
-        return list(names) if names else None
+        return decoder_layer_classes(self.model)
 
     def forward(
         self,

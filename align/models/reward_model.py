@@ -17,7 +17,7 @@ from torch import nn
 
 from align import rewards
 from align.models.adapters import HEAD_FILE, REWARD, ScalarHead, use_adapter
-from align.models.logprobs import causal_lm, packed_hidden
+from align.models.logprobs import causal_lm, decoder_layer_classes, packed_hidden
 from align.models.rollout import Rollout
 from align.util.errors import RecipeError
 
@@ -53,6 +53,10 @@ class RewardScorer(nn.Module):
         cfg = getattr(causal_lm(model), "config", None)
         self.attn = getattr(cfg, "_attn_implementation", None) or "sdpa"
 
+    @property
+    def _no_split_modules(self) -> list[str] | None:  # FSDP: one unit per decoder layer
+        return decoder_layer_classes(self.model)
+
     @classmethod
     def fresh(cls, peft_model: nn.Module, seed: int, layout: str = "padded") -> RewardScorer:
         hidden = causal_lm(peft_model).config.hidden_size
@@ -72,8 +76,16 @@ class RewardScorer(nn.Module):
     def extra_state(self) -> dict[str, torch.Tensor]:
         return {f"head.{k}": v for k, v in self.head.state_dict().items()}
 
+    @torch.no_grad()
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+        """Full tensors from a checkpoint into the head; under FSDP2 each rank keeps its slice."""
+        from torch.distributed.tensor import DTensor, distribute_tensor
+
+        for k, p in self.head.state_dict(keep_vars=True).items():
+            v = tensors[f"head.{k}"].to(p.device, p.dtype)
+            if isinstance(p, DTensor):
+                v = distribute_tensor(v, p.device_mesh, p.placements, src_data_rank=None)
+            p.copy_(v)
 
     def save_files(self) -> dict[str, dict[str, torch.Tensor]]:
         return {HEAD_FILE: dict(self.head.state_dict())}
