@@ -209,10 +209,10 @@ def rank_checksums(accelerator, model: torch.nn.Module) -> list[list[float]] | N
 def _check_launch(r: Recipe, method, accelerator) -> None:
     from accelerate.utils import DistributedType
 
-    if accelerator.distributed_type == DistributedType.FSDP and method.batch_kind == "prompts":
+    if accelerator.distributed_type == DistributedType.FSDP and r.method == "ppo":
         raise RecipeError(
-            f"method '{r.method}' runs on one process or under DDP (several adapters and heads on one "
-            "base are not FSDP-sharded yet); launch it without an FSDP config"
+            "method 'ppo' runs on one process or under DDP (its value adapter and head are not "
+            "FSDP-sharded yet); launch it without an FSDP config, or use rloo/grpo, which shard"
         )
 
 

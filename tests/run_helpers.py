@@ -131,7 +131,12 @@ def launch_two(out: Path, *overrides: str, log: Path | None = None, recipe: Path
 
 
 def launch_accelerate(
-    out: Path, launch_args: list[str], *overrides: str, log: Path | None = None, **env: str
+    out: Path,
+    launch_args: list[str],
+    *overrides: str,
+    log: Path | None = None,
+    recipe: Path = TINY,
+    **env: str,
 ):
     """`accelerate launch <launch_args> -m align train tests/tiny.yaml output_dir=OUT ...` in the
     background (FSDP configs, one "node" of a multi-node group, ...)."""
@@ -139,6 +144,6 @@ def launch_accelerate(
     import sys
 
     cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", *launch_args, "-m", "align", "train"]
-    cmd += [str(TINY), f"output_dir={out}", *overrides]
+    cmd += [str(recipe), f"output_dir={out}", *overrides]
     handle = open(log or out.with_name(out.name + ".log"), "w")  # noqa: SIM115 - the process owns it
     return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=align_env(**env), cwd=ROOT)

@@ -26,6 +26,7 @@ from run_helpers import (
     align_env,
     free_port,
     launch_accelerate,
+    launch_two,
     max_abs_diff,
     multi_process_overrides,
     run_tiny,
@@ -160,6 +161,31 @@ def test_fsdp_reward_model_equals_one_process_and_resumes(tmp_path):
     _finish(launch_accelerate(run, launch, "train.per_device_batch_size=2", *args, "--resume", log=log), log)
     assert "resumed from" in log.read_text()
     assert max_abs_diff({**adapter(run), **_head(run)}, uninterrupted) < 1e-6
+
+
+def test_fsdp_grpo_equals_ddp(tmp_path):
+    """GRPO (with its KL term, so the reference forward runs) under FSDP2 trains the adapter DDP
+    trains: each rank samples its own prompts from full weights gathered for the rollout (no
+    collective inside sampling), and scores, evaluates and updates through the sharded model.
+    Compared with DDP, not one process: each rank draws its own samples."""
+    online = ROOT / "tests" / "online_tiny.yaml"
+    args = ("method=grpo", "cpu=true", "train.per_device_batch_size=1")
+    ddp = tmp_path / "ddp"
+    _finish(launch_two(ddp, *args, recipe=online), tmp_path / "ddp.log")
+    run = tmp_path / "fsdp"
+    launch = [*FSDP_CPU, "--main_process_port", str(free_port())]
+    _finish(launch_accelerate(run, launch, *args, recipe=online), tmp_path / "fsdp.log")
+    assert _manifest(run)["fsdp_units"] == ["", *LAYERS]
+    assert max_abs_diff(adapter(ddp), adapter(run)) < 1e-6
+    assert max_abs_diff(adapter(run), {k: v * 0 for k, v in adapter(run).items()}) > 1e-4  # it trained
+    scores = [json.loads(x).get("eval/score") for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [v for v in scores if v is not None] == pytest.approx(
+        [
+            json.loads(x)["eval/score"]
+            for x in (ddp / "metrics.jsonl").read_text().splitlines()
+            if "eval/score" in x
+        ]
+    )
 
 
 def test_fsdp_precomputed_reference_from_pretrained(one, tmp_path):

@@ -82,6 +82,16 @@ def fsdp_units(model: torch.nn.Module) -> list[str]:
     return units
 
 
+def fsdp_forward_methods(model: torch.nn.Module, names: tuple[str, ...]) -> None:
+    """Under FSDP2, have `model`'s methods `names` gather and reshard like its `forward` (they run
+    the model outside forward, e.g. scoring without grad); nothing otherwise."""
+    from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
+
+    if isinstance(model, FSDPModule):
+        for name in names:
+            register_fsdp_forward_method(model, name)
+
+
 def full_tensor(t: Any) -> Any:
     """The whole tensor behind a DTensor (a collective: every rank calls it); others unchanged."""
     from torch.distributed.tensor import DTensor

@@ -28,12 +28,15 @@ def greedy_accuracy(
     answers: list[str],
     tokenizer,
     max_new_tokens: int,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Per-row 1.0/0.0 [N] (on the model's device): does the greedy reply's final answer equal
     `answers[i]`? `model` is used with its current adapter state, in eval mode (the caller picks
     the adapter, e.g. `use_adapter(model, POLICY)`)."""
     greedy = Sampling(max_new_tokens, temperature=0.0)
-    rollout = sample(model, prompt_ids, greedy, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    rollout = sample(
+        model, prompt_ids, greedy, tokenizer.eos_token_id, tokenizer.pad_token_id, backend=backend
+    )
     lens = rollout.response_len.tolist()
     replies = [
         tokenizer.decode(row[:n], skip_special_tokens=True)

@@ -21,11 +21,12 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from align.engine.checkpoint import save_adapter
+from align.engine.sharding import fsdp_forward_methods
 from align.engine.wired import Wired, optimizer_for
 from align.methods.base import check_sections
 from align.methods.online_phase import OnlinePhase
 from align.methods.ppo import add_reward_role, check_reward_source
-from align.methods.ppo_phase import PPOModule
+from align.methods.ppo_phase import FSDP_METHODS, PPOModule
 from align.methods.rollout_phase import check_backend, prompt_view
 from align.models.adapters import POLICY, set_trainable
 from align.models.reward_model import RewardSource
@@ -106,6 +107,7 @@ class OnlineMethod:
         module = PPOModule(peft_model, None, None, r.online.temperature, r.train.chunk_tokens, False)
         optimizer, scheduler = optimizer_for(r, module, total * self.updates_per_step)
         model, optimizer = accelerator.prepare(module, optimizer)
+        fsdp_forward_methods(model, FSDP_METHODS)
         phase = OnlinePhase(
             method=self,
             r=r,

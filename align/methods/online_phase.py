@@ -58,7 +58,7 @@ class OnlinePhase(RolloutPhase):
         answers = answers_of(examples)
         if answers is not None and len(answers) != rollout.response_ids.shape[0]:
             answers = [a for a in answers for _ in range(self.k)]
-        score = self.reward(rollout, ids, att, pos, answers).float()
+        score = self.module.rewards(self.reward, rollout, ids, att, pos, answers).float()
         if self.c.missing_eos_penalty is not None:
             score = score - self.c.missing_eos_penalty * (~rollout.ended).float()
         return score

@@ -25,12 +25,16 @@ from align.methods.experience import (
 )
 from align.methods.rollout_phase import RolloutPhase
 from align.models.adapters import POLICY, VALUE, ScalarHead, adapter_state_of, load_adapter_state, use_adapter
-from align.models.logprobs import token_logps_entropy
+from align.models.logprobs import decoder_layer_classes, token_logps_entropy
 from align.models.reward_model import backbone_hidden
 from align.models.rollout import Rollout
 from align.objectives.kl import KLController
 from align.objectives.ppo import policy_loss, row_mean, token_mean_rows, value_loss
 from align.objectives.types import ObjectiveOutput
+
+# Methods of PPOModule that run the model outside `forward`: under FSDP2 they are registered as
+# forward methods, so the root unit's parameters (embeddings, norm, heads) are gathered for them.
+FSDP_METHODS = ("logps", "rewards", "score")
 
 
 class PPOModule(nn.Module):
@@ -52,6 +56,10 @@ class PPOModule(nn.Module):
         self.model, self.value_head = peft_model, value_head
         self.value_adapter, self.temperature, self.chunk = value_adapter, temperature, chunk
         self.lm_head = peft_model.get_base_model().get_output_embeddings()
+
+    @property
+    def _no_split_modules(self) -> list[str] | None:  # FSDP: one unit per decoder layer
+        return decoder_layer_classes(self.model)
 
     def _hidden(self, adapter, ids, att, pos):
         with use_adapter(self.model, adapter):
@@ -89,6 +97,12 @@ class PPOModule(nn.Module):
         )
         values = self._values(pred, input_ids, attention_mask, position_ids, response_ids.shape[1])
         return logp, ent, values
+
+    @torch.no_grad()
+    def rewards(self, reward, rollout: Rollout, ids, att, pos, answers) -> torch.Tensor:
+        """`reward`'s scores of the rows, called through the module so that under FSDP2 it runs
+        as a forward (a reward adapter rides on the sharded base: `FSDP_METHODS`)."""
+        return reward(rollout, ids, att, pos, answers)
 
     @torch.no_grad()
     def score(self, rollout: Rollout, reward, answers: list[str | None] | None = None) -> Scored:

@@ -17,7 +17,7 @@ from align.engine.wired import Wired
 from align.methods.accuracy import greedy_accuracy
 from align.methods.experience import RowBatch, minibatch_updates
 from align.models.adapters import POLICY, use_adapter
-from align.models.rollout import Rollout, Sampling, sample
+from align.models.rollout import Rollout, Sampling, full_weights, sample
 from align.objectives.types import ObjectiveOutput
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class RolloutPhase:
                 self.module.model, prompts, self.sampling, self.eos, self.pad, generator
             )
             return Rollout(*(t.to(self.acc.device) for t in out.__dict__.values()))
-        with use_adapter(self.module.model, POLICY):
+        with full_weights(self.model) as sharded, use_adapter(self.module.model, POLICY):
             return sample(
                 self.module.model,
                 prompts,
@@ -114,7 +114,7 @@ class RolloutPhase:
                 self.eos,
                 self.pad,
                 generator,
-                backend=self.c.backend,
+                backend="fast" if sharded else self.c.backend,
             )
 
     def _vllm(self):
@@ -188,6 +188,13 @@ class RolloutPhase:
         if answers is None or any(a is None for a in answers):
             return {}
         self.module.eval()
-        with use_adapter(self.module.model, POLICY):
-            acc = greedy_accuracy(self.module.model, prompts, answers, self.tok, self.c.max_new_tokens)
+        with full_weights(self.model) as sharded, use_adapter(self.module.model, POLICY):
+            acc = greedy_accuracy(
+                self.module.model,
+                prompts,
+                answers,
+                self.tok,
+                self.c.max_new_tokens,
+                backend="fast" if sharded else self.c.backend,
+            )
         return {"accuracy": acc}

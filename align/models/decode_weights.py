@@ -267,6 +267,12 @@ class _Buffers:
 _BUFFERS: weakref.WeakKeyDictionary[nn.Module, _Buffers] = weakref.WeakKeyDictionary()
 
 
+def forget(root: nn.Module) -> None:
+    """Drop the kept buffers of every model inside `root` (rebuilt at the next `prepare`)."""
+    for m in root.modules():
+        _BUFFERS.pop(m, None)
+
+
 @torch.no_grad()
 def prepare(model: nn.Module, batch: int) -> DecodeWeights:
     """The sampling weights of `model` (check `unsupported(model)` first): effective weights with

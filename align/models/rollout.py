@@ -15,7 +15,8 @@ it supports the model). The loop ends early when every row has stopped (checked 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -126,6 +127,34 @@ def _hf_start(model: torch.nn.Module, ids: torch.Tensor, plen: torch.Tensor):
         return logits
 
     return out.logits[:, -1], step
+
+
+@contextlib.contextmanager
+def full_weights(root: torch.nn.Module) -> Iterator[bool]:
+    """Under FSDP2, every unit of `root` (the prepared model) holds its full parameters inside the
+    block, and is resharded after it; yields whether anything was sharded. It is a collective:
+    every rank enters together. Sampling inside must be the fast path, which reads the weights
+    and calls no module forward (an FSDP forward all-gathers, and ranks that stop after different
+    numbers of tokens would wait on each other forever). The sampling weights are rebuilt, not
+    reused: FSDP writes the gathered values without bumping the version counters that the cache
+    of align/models/decode_weights.py compares."""
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in root.modules() if isinstance(m, FSDPModule)]
+    if not units:
+        yield False
+        return
+    from align.models import decode_weights
+
+    for unit in units:
+        unit.unshard()
+    decode_weights.forget(root)
+    try:
+        yield True
+    finally:
+        decode_weights.forget(root)  # no buffer may alias storage that resharding frees
+        for unit in reversed(units):
+            unit.reshard()
 
 
 def backend_for(model: torch.nn.Module, backend: str = "auto") -> str:
