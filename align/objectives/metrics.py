@@ -22,6 +22,23 @@ def summed_logratios(policy: PairLogps, reference: PairLogps) -> tuple[torch.Ten
     return policy.chosen.sum - reference.chosen.sum, policy.rejected.sum - reference.rejected.sum
 
 
+def mean_logratios(policy: PairLogps, reference: PairLogps) -> tuple[torch.Tensor, torch.Tensor]:
+    """(π_c - ref_c, π_r - ref_r) on per-token-mean log-probs, each [B]. Policy and reference score
+    the same completion tokens, so the policy's counts serve for both."""
+    chosen_lr, rejected_lr = summed_logratios(policy, reference)
+    return chosen_lr / policy.chosen.n_tokens, rejected_lr / policy.rejected.n_tokens
+
+
+def chosen_nll(policy: PairLogps) -> torch.Tensor:
+    """Per-pair NLL of the chosen completion, averaged over its tokens: -log π(c) / |c|, [B].
+
+    Per sequence, as the RPO and ORPO papers write it; TRL 1.16 instead takes one mean over all
+    chosen tokens of the micro-batch (token-weighted), which equals this when chosen lengths match
+    and, unlike this, depends on how the step is split into micro-batches.
+    """
+    return -policy.chosen.mean
+
+
 def pairwise_metrics(policy: PairLogps, reference: PairLogps, beta: float) -> dict[str, torch.Tensor]:
     """Detached per-example [B] metrics, sum-based implicit rewards as TRL reports them.
 
@@ -32,6 +49,23 @@ def pairwise_metrics(policy: PairLogps, reference: PairLogps, beta: float) -> di
         chosen_lr, rejected_lr = summed_logratios(policy, reference)
         chosen = beta * chosen_lr.detach()
         rejected = beta * rejected_lr.detach()
+        return {
+            "rewards/chosen": chosen,
+            "rewards/rejected": rejected,
+            "rewards/margins": chosen - rejected,
+            "rewards/accuracies": (chosen > rejected).float(),
+            "logps/chosen": policy.chosen.sum.detach(),
+            "logps/rejected": policy.rejected.sum.detach(),
+        }
+
+
+def reference_free_metrics(policy: PairLogps, scale: float) -> dict[str, torch.Tensor]:
+    """The same keys as `pairwise_metrics` for objectives without a reference (SimPO, ORPO): the
+    implicit reward is `scale` · per-token-mean policy log-prob, as TRL's CPO/ORPO trainers log it;
+    logps/* stay the summed policy log-probs, comparable with every other method."""
+    with torch.no_grad():
+        chosen = scale * policy.chosen.mean.detach()
+        rejected = scale * policy.rejected.mean.detach()
         return {
             "rewards/chosen": chosen,
             "rewards/rejected": rejected,
