@@ -32,11 +32,26 @@ def mean_logratios(policy: PairLogps, reference: PairLogps) -> tuple[torch.Tenso
 def chosen_nll(policy: PairLogps) -> torch.Tensor:
     """Per-pair NLL of the chosen completion, averaged over its tokens: -log π(c) / |c|, [B].
 
-    Per sequence, as the RPO and ORPO papers write it; TRL 1.16 instead takes one mean over all
-    chosen tokens of the micro-batch (token-weighted), which equals this when chosen lengths match
-    and, unlike this, depends on how the step is split into micro-batches.
+    Per sequence, as the RPO paper writes it (and ORPO's SFT term, completion tokens only). TRL 1.16
+    takes one mean over the micro-batch instead: over its chosen completion tokens (DPOTrainer's "sft"
+    loss, which equals this when chosen lengths match), or over its chosen rows' prompt AND completion
+    tokens (ORPOTrainer, as the ORPO authors' code); either depends on how a step is split into
+    micro-batches, which the loop's per-example losses never do.
     """
     return -policy.chosen.mean
+
+
+def _reward_metrics(
+    chosen: torch.Tensor, rejected: torch.Tensor, policy: PairLogps
+) -> dict[str, torch.Tensor]:
+    return {
+        "rewards/chosen": chosen,
+        "rewards/rejected": rejected,
+        "rewards/margins": chosen - rejected,
+        "rewards/accuracies": (chosen > rejected).float(),
+        "logps/chosen": policy.chosen.sum.detach(),
+        "logps/rejected": policy.rejected.sum.detach(),
+    }
 
 
 def pairwise_metrics(policy: PairLogps, reference: PairLogps, beta: float) -> dict[str, torch.Tensor]:
@@ -47,16 +62,7 @@ def pairwise_metrics(policy: PairLogps, reference: PairLogps, beta: float) -> di
     """
     with torch.no_grad():
         chosen_lr, rejected_lr = summed_logratios(policy, reference)
-        chosen = beta * chosen_lr.detach()
-        rejected = beta * rejected_lr.detach()
-        return {
-            "rewards/chosen": chosen,
-            "rewards/rejected": rejected,
-            "rewards/margins": chosen - rejected,
-            "rewards/accuracies": (chosen > rejected).float(),
-            "logps/chosen": policy.chosen.sum.detach(),
-            "logps/rejected": policy.rejected.sum.detach(),
-        }
+        return _reward_metrics(beta * chosen_lr.detach(), beta * rejected_lr.detach(), policy)
 
 
 def reference_free_metrics(policy: PairLogps, scale: float) -> dict[str, torch.Tensor]:
@@ -64,13 +70,6 @@ def reference_free_metrics(policy: PairLogps, scale: float) -> dict[str, torch.T
     implicit reward is `scale` · per-token-mean policy log-prob, as TRL's CPO/ORPO trainers log it;
     logps/* stay the summed policy log-probs, comparable with every other method."""
     with torch.no_grad():
-        chosen = scale * policy.chosen.mean.detach()
-        rejected = scale * policy.rejected.mean.detach()
-        return {
-            "rewards/chosen": chosen,
-            "rewards/rejected": rejected,
-            "rewards/margins": chosen - rejected,
-            "rewards/accuracies": (chosen > rejected).float(),
-            "logps/chosen": policy.chosen.sum.detach(),
-            "logps/rejected": policy.rejected.sum.detach(),
-        }
+        return _reward_metrics(
+            scale * policy.chosen.mean.detach(), scale * policy.rejected.mean.detach(), policy
+        )

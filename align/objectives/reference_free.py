@@ -7,8 +7,8 @@ log-probs, so training runs no reference forward at all (their method declares n
   `cpo_alpha=0` (CPO's default cpo_alpha=1 adds an NLL term SimPO does not have).
 * ORPO, Hong et al. 2024 (arXiv:2403.07691), Eqs. 6-7: loss = NLL(c) + λ · -log σ(log odds_c - log odds_r),
   odds = P / (1 - P) with P = exp(π̄). Here β is ORPO's λ, as in TRL 1.16's
-  `trl.experimental.orpo.ORPOConfig.beta`. The NLL is per pair (metrics.chosen_nll; TRL: one mean over the
-  micro-batch's chosen tokens).
+  `trl.experimental.orpo.ORPOConfig.beta`. The NLL is per pair, completion tokens only (metrics.chosen_nll;
+  TRL: one mean over the micro-batch's chosen prompt + completion tokens).
 """
 
 from __future__ import annotations
