@@ -252,7 +252,7 @@ class HubConfig:
 @dataclass
 class Recipe:
     method: str = "dpo"
-    beta: float = ranged(0.1, "[0, 1000]")  # 0 (no KL term) only for the sampling methods
+    beta: float = ranged(0.1, "[0, 1000]")  # 0 (no KL term) only for the sampling methods; orpo: its λ
     label_smoothing: float = ranged(0.0, "[0, 0.5)")  # conservative DPO (cDPO) when > 0; dpo only
     ipo_normalization: Literal["mean", "sum"] = "mean"  # ipo only: per-token mean (TRL) or sum
     rpo_alpha: float | None = ranged(None, "(0, 1000]")  # rpo only: NLL weight α (None: 1, the paper's)
