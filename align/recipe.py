@@ -23,7 +23,10 @@ import yaml
 from align.util.errors import RecipeError
 
 # Every method's name (align/methods/ holds each one's checks and wiring; a test keeps the two equal).
-METHOD_NAMES = ("dpo", "cdpo", "ipo", "hinge", "kto", "reward", "ppo", "rloo", "grpo")
+METHOD_NAMES = (
+    *("dpo", "cdpo", "ipo", "hinge", "dpo_norm", "rpo", "apo_zero", "simpo", "orpo"),
+    *("kto", "reward", "ppo", "rloo", "grpo"),
+)
 
 INT_MAX = 2**31 - 1  # counts and sizes end up in torch/numpy int32/int64 code paths
 AttnImplementation = Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"]
@@ -252,9 +255,11 @@ class HubConfig:
 @dataclass
 class Recipe:
     method: str = "dpo"
-    beta: float = ranged(0.1, "[0, 1000]")  # 0 (no KL term) only for the sampling methods
+    beta: float = ranged(0.1, "[0, 1000]")  # 0 (no KL term) only for the sampling methods; orpo: its λ
     label_smoothing: float = ranged(0.0, "[0, 0.5)")  # conservative DPO (cDPO) when > 0; dpo only
     ipo_normalization: Literal["mean", "sum"] = "mean"  # ipo only: per-token mean (TRL) or sum
+    rpo_alpha: float | None = ranged(None, "(0, 1000]")  # rpo only: NLL weight α (None: 1, the paper's)
+    simpo_gamma: float | None = ranged(None, "[0, 100]")  # simpo only: target margin γ (None: 0.5, TRL's)
     desirable_weight: float = ranged(1.0, "(0, 100]")  # kto only: λ_D
     undesirable_weight: float = ranged(1.0, "(0, 100]")  # kto only: λ_U
     reference: Literal["adapter_off", "precompute"] = "adapter_off"

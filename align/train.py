@@ -223,7 +223,7 @@ def _manifest(
         "align_run": 1,
         "method": r.method,
         "objective": method.manifest(),
-        "reference": r.reference,
+        "reference": r.reference if method.needs_reference else "none",
         "model": asdict(r.model),
         "precision": prec.manifest(),
         "lora": asdict(r.lora),

@@ -74,6 +74,7 @@ SPECIAL = [
     "[", "]", "{", ": x", "a: b: c", "!!binary aGk=", "!!python/object:os.system", "2020-13-45",
     "all-linear", "[q_proj, v_proj]", "[nope]", "eager", "flash_attention_2", "tensorboard", "[mlflow]",
     "auto", "dpo", "cdpo", "ipo", "hinge", "precompute", "bfloat16", "tiny-smollm2", "org/model", "./nope",
+    "simpo", "orpo", "rpo", "dpo_norm", "apo_zero",
     "tests", "tests/tiny.yaml", "runs/fuzz", "\x00", "hf_planted", "0", "-1", "1", "2", "4294967296",
 ]
 # fmt: on

@@ -7,7 +7,8 @@ computed from the averaged ones, `scorer(peft_model, seed)` when its model outpu
 sequence log-probabilities (the reward model's scores), and `data_view(data)` when it reads a
 view of the prepared data (PPO: the distinct prompts). One module per family:
 
-  preference.py  dpo | cdpo | ipo | hinge     kto.py  kto
+  preference.py  dpo | cdpo | ipo | hinge | dpo_norm | rpo | apo_zero | simpo | orpo
+  kto.py         kto
   reward.py      reward (Bradley-Terry)       ppo.py  ppo (+ ppo_phase.py, experience.py)
   online.py      rloo | grpo (+ online_phase.py; rollout_phase.py is shared with ppo)
 
@@ -46,6 +47,7 @@ METHODS: dict[str, PairwiseFactory | KTOFactory | RewardFactory | PPOFactory | O
     "cdpo": PairwiseFactory("dpo", require_smoothing=True),
     "ipo": PairwiseFactory("ipo"),
     "hinge": PairwiseFactory("hinge"),
+    **{name: PairwiseFactory(name) for name in ("dpo_norm", "rpo", "apo_zero", "simpo", "orpo")},
 }
 assert set(METHODS) == set(METHOD_NAMES), "align.recipe.METHOD_NAMES and the registry must agree"
 

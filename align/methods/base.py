@@ -25,10 +25,19 @@ if TYPE_CHECKING:
     from align.recipe import Recipe
 
 
+# Top-level keys that configure one method only (None: unset).
+METHOD_KEYS = (("rpo_alpha", "rpo"), ("simpo_gamma", "simpo"))
+
+
 def check_sections(r: Recipe, where: str) -> None:
-    """The `reward:`, `ppo:` and `online:` sections configure their methods only: set elsewhere they
-    are a mistake (e.g. a PPO recipe whose method line was changed), not something to ignore."""
+    """The `reward:`, `ppo:` and `online:` sections (and METHOD_KEYS) configure their methods only:
+    set elsewhere they are a mistake (e.g. a PPO recipe whose method line was changed), not something
+    to ignore."""
     from align.recipe import OnlineConfig, PPOConfig, RewardConfig
+
+    for key, owner in METHOD_KEYS:
+        if r.method != owner and getattr(r, key) is not None:
+            raise RecipeError(f"{where}: {key}: applies to method '{owner}' only, not '{r.method}'")
 
     sections = (
         ("reward", RewardConfig(), ("reward",)),

@@ -1,8 +1,10 @@
-"""The DPO family on pairs: DPO, conservative DPO (label smoothing), IPO and hinge.
+"""The DPO family on pairs: DPO, conservative DPO (label smoothing), IPO, hinge, length-normalised
+DPO, RPO, APO-zero, and the reference-free SimPO and ORPO.
 
 One forward over chosen + rejected rows, the reference as the adapter switched off (or
-precomputed), a pairwise objective from align/objectives/ (the registry names each one's paper
-and normalisation, written to the run manifest).
+precomputed; none at all for reference-free objectives), a pairwise objective from
+align/objectives/ (the registry names each one's paper and normalisation, written to the run
+manifest).
 """
 
 from __future__ import annotations
@@ -29,10 +31,15 @@ class PairwiseMethod:
     beta: float
     kwargs: dict[str, Any] = field(default_factory=dict)
     batch_kind: ClassVar[str] = "pair"
-    needs_reference: ClassVar[bool] = True
 
-    def loss(self, policy: SeqLogps, reference: SeqLogps, batch: PairBatch) -> ObjectiveOutput:
-        pol, ref = PairBatch.split(policy), PairBatch.split(reference)
+    @property
+    def needs_reference(self) -> bool:
+        """False for SimPO / ORPO: wire_scored then builds no reference and runs no adapter-off pass."""
+        return self.spec.needs_reference
+
+    def loss(self, policy: SeqLogps, reference: SeqLogps | None, batch: PairBatch) -> ObjectiveOutput:
+        pol = PairBatch.split(policy)
+        ref = PairBatch.split(reference) if self.needs_reference else None
         out = self.spec.fn(pol, ref, self.beta, **self.kwargs)
         # Preference accuracy of the policy itself (per-token mean log-prob, chosen vs rejected):
         # unlike the implicit-reward accuracy it is meaningful before training too.
@@ -57,6 +64,11 @@ class PairwiseMethod:
         }
 
 
+# What an unset method key means (the papers' / TRL's values); the manifest records the value used.
+RPO_ALPHA = 1.0
+SIMPO_GAMMA = 0.5
+
+
 @dataclass(frozen=True)
 class PairwiseFactory:
     objective: str
@@ -71,6 +83,11 @@ class PairwiseFactory:
             raise RecipeError(f"{where}: method 'cdpo' needs label_smoothing > 0 (e.g. 0.1)")
         if r.ipo_normalization != "mean" and self.objective != "ipo":
             raise RecipeError(f"{where}: ipo_normalization applies to ipo only, not '{r.method}'")
+        if r.reference == "precompute" and not PAIRWISE_OBJECTIVES[self.objective].needs_reference:
+            raise RecipeError(
+                f"{where}: reference: method '{r.method}' is reference-free (no reference forward); "
+                "remove the key"
+            )
         if r.data.format in ("unpaired", "prompts"):
             raise RecipeError(f"{where}: data.format: method '{r.method}' needs pairwise data")
         if r.data.unpair:
@@ -87,4 +104,8 @@ class PairwiseFactory:
             kwargs["label_smoothing"] = r.label_smoothing
         if self.objective == "ipo":
             kwargs["normalize"] = r.ipo_normalization
+        if self.objective == "rpo":
+            kwargs["alpha"] = RPO_ALPHA if r.rpo_alpha is None else r.rpo_alpha
+        if self.objective == "simpo":
+            kwargs["gamma"] = SIMPO_GAMMA if r.simpo_gamma is None else r.simpo_gamma
         return PairwiseMethod(spec, r.beta, kwargs)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from align.objectives.metrics import check_beta, pairwise_metrics, summed_logratios
+from align.objectives.metrics import check_beta, mean_logratios, pairwise_metrics, summed_logratios
 from align.objectives.types import ObjectiveOutput, PairLogps
 
 IpoNormalize = Literal["mean", "sum"]
@@ -29,13 +29,11 @@ def ipo_loss(
 ) -> ObjectiveOutput:
     """Per-pair IPO loss [B]; see the module docstring for what `normalize` changes."""
     check_beta(beta)
-    chosen_lr, rejected_lr = summed_logratios(policy, reference)
     if normalize == "mean":
-        # Policy and reference score the same completion tokens, so the policy's counts serve for both.
-        h = chosen_lr / policy.chosen.n_tokens - rejected_lr / policy.rejected.n_tokens
+        chosen_lr, rejected_lr = mean_logratios(policy, reference)
     elif normalize == "sum":
-        h = chosen_lr - rejected_lr
+        chosen_lr, rejected_lr = summed_logratios(policy, reference)
     else:
         raise ValueError(f"normalize must be 'mean' or 'sum', got {normalize!r}")
-    loss = (h - 1.0 / (2.0 * beta)) ** 2
+    loss = (chosen_lr - rejected_lr - 1.0 / (2.0 * beta)) ** 2
     return ObjectiveOutput(loss=loss, metrics=pairwise_metrics(policy, reference, beta))

@@ -22,6 +22,38 @@ def summed_logratios(policy: PairLogps, reference: PairLogps) -> tuple[torch.Ten
     return policy.chosen.sum - reference.chosen.sum, policy.rejected.sum - reference.rejected.sum
 
 
+def mean_logratios(policy: PairLogps, reference: PairLogps) -> tuple[torch.Tensor, torch.Tensor]:
+    """(π_c - ref_c, π_r - ref_r) on per-token-mean log-probs, each [B]. Policy and reference score
+    the same completion tokens, so the policy's counts serve for both."""
+    chosen_lr, rejected_lr = summed_logratios(policy, reference)
+    return chosen_lr / policy.chosen.n_tokens, rejected_lr / policy.rejected.n_tokens
+
+
+def chosen_nll(policy: PairLogps) -> torch.Tensor:
+    """Per-pair NLL of the chosen completion, averaged over its tokens: -log π(c) / |c|, [B].
+
+    Per sequence, as the RPO paper writes it (and ORPO's SFT term, completion tokens only). TRL 1.16
+    takes one mean over the micro-batch instead: over its chosen completion tokens (DPOTrainer's "sft"
+    loss, which equals this when chosen lengths match), or over its chosen rows' prompt AND completion
+    tokens (ORPOTrainer, as the ORPO authors' code); either depends on how a step is split into
+    micro-batches, which the loop's per-example losses never do.
+    """
+    return -policy.chosen.mean
+
+
+def _reward_metrics(
+    chosen: torch.Tensor, rejected: torch.Tensor, policy: PairLogps
+) -> dict[str, torch.Tensor]:
+    return {
+        "rewards/chosen": chosen,
+        "rewards/rejected": rejected,
+        "rewards/margins": chosen - rejected,
+        "rewards/accuracies": (chosen > rejected).float(),
+        "logps/chosen": policy.chosen.sum.detach(),
+        "logps/rejected": policy.rejected.sum.detach(),
+    }
+
+
 def pairwise_metrics(policy: PairLogps, reference: PairLogps, beta: float) -> dict[str, torch.Tensor]:
     """Detached per-example [B] metrics, sum-based implicit rewards as TRL reports them.
 
@@ -30,13 +62,14 @@ def pairwise_metrics(policy: PairLogps, reference: PairLogps, beta: float) -> di
     """
     with torch.no_grad():
         chosen_lr, rejected_lr = summed_logratios(policy, reference)
-        chosen = beta * chosen_lr.detach()
-        rejected = beta * rejected_lr.detach()
-        return {
-            "rewards/chosen": chosen,
-            "rewards/rejected": rejected,
-            "rewards/margins": chosen - rejected,
-            "rewards/accuracies": (chosen > rejected).float(),
-            "logps/chosen": policy.chosen.sum.detach(),
-            "logps/rejected": policy.rejected.sum.detach(),
-        }
+        return _reward_metrics(beta * chosen_lr.detach(), beta * rejected_lr.detach(), policy)
+
+
+def reference_free_metrics(policy: PairLogps, scale: float) -> dict[str, torch.Tensor]:
+    """The same keys as `pairwise_metrics` for objectives without a reference (SimPO, ORPO): the
+    implicit reward is `scale` · per-token-mean policy log-prob, as TRL's CPO/ORPO trainers log it;
+    logps/* stay the summed policy log-probs, comparable with every other method."""
+    with torch.no_grad():
+        return _reward_metrics(
+            scale * policy.chosen.mean.detach(), scale * policy.rejected.mean.detach(), policy
+        )

@@ -124,16 +124,17 @@ class TrlSide:
 def _make_trainer(
     tokenizer,
     out: Path,
-    loss_type: str,
+    loss_type: str | list[str],
     beta: float,
     label_smoothing: float = 0.0,
     n_batch: int | None = None,
+    **config,
 ) -> TrlSide:
     """A DPOTrainer (PEFT: reference = adapter off) whose policy differs deterministically from the reference.
 
     The batch holds the first `n_batch` examples (all by default). TRL's CPU log-prob path (every position
     through the LM head, plus logging statistics) dominates these tests' runtime even on the tiny model, so a
-    test that needs only the loss uses a smaller batch.
+    test that needs only the loss uses a smaller batch. `config`: further DPOConfig fields (loss_weights).
     """
     args = DPOConfig(
         output_dir=str(out),
@@ -147,6 +148,7 @@ def _make_trainer(
         per_device_train_batch_size=len(CONVERSATIONAL) + len(PLAIN),
         save_strategy="no",
         seed=0,
+        **config,
     )
     lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = DPOTrainer(
