@@ -96,7 +96,6 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
 
     tokenizer = load_tokenizer(r.model)
     method = build_method(r)
-    _check_launch(r, method, accelerator)
     want = {"pair": "pairwise", "unpaired": "unpaired", "prompts": "prompts"}[method.batch_kind]
     data = prepare(r.data, tokenizer, accelerator, want=want)  # prompts: those of a source of any format
     if hasattr(method, "data_view"):  # e.g. PPO samples its own completions: the distinct prompts
@@ -204,16 +203,6 @@ def rank_checksums(accelerator, model: torch.nn.Module) -> list[list[float]] | N
     if any(row != sums[0] for row in sums):
         log.error("the ranks hold different weights after training: %s", sums)
     return sums
-
-
-def _check_launch(r: Recipe, method, accelerator) -> None:
-    from accelerate.utils import DistributedType
-
-    if accelerator.distributed_type == DistributedType.FSDP and r.method == "ppo":
-        raise RecipeError(
-            "method 'ppo' runs on one process or under DDP (its value adapter and head are not "
-            "FSDP-sharded yet); launch it without an FSDP config, or use rloo/grpo, which shard"
-        )
 
 
 def _manifest(

@@ -11,6 +11,10 @@
 - Accelerate drops an FSDP launch to plain gloo data parallelism when the Accelerator is built
   with `cpu=True`, as align does without CUDA; `fsdp_on_cpu` turns FSDP back on, so the sharded
   path runs (and is tested) on CPU with gloo.
+- Scorers and the RLHF module declare `_no_split_modules` (one unit per decoder layer); heads sit in
+  the root unit. Methods that run the model outside `forward` (scoring without grad) are
+  registered as FSDP forward methods (`fsdp_forward_methods`); rollouts gather the full weights
+  once and sample without collectives (align/models/rollout.py: `full_weights`).
 - DeepSpeed and FSDP1 are refused before anything loads (`check_launch`): DeepSpeed's engine
   steps, clips and scales inside `backward`, which bypasses the loop's explicit accumulation and
   its skip of non-finite steps; FSDP1 has no CPU path in Accelerate and flattens parameters, so

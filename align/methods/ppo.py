@@ -20,9 +20,10 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from align.engine.checkpoint import save_adapter
+from align.engine.sharding import fsdp_forward_methods
 from align.engine.wired import Wired, optimizer_for
 from align.methods.base import check_sections
-from align.methods.ppo_phase import PPOModule, PPOPhase
+from align.methods.ppo_phase import FSDP_METHODS, PPOModule, PPOPhase
 from align.methods.rollout_phase import check_backend, prompt_view
 from align.models.adapters import POLICY, REWARD, VALUE, ScalarHead, add_adapter, set_trainable  # noqa: F401
 from align.models.reward_model import RewardSource, check_same_base, read_reward_run
@@ -94,6 +95,7 @@ class PPOMethod:
         )
         optimizer, scheduler = optimizer_for(r, module, total * self.updates_per_step)
         model, optimizer = accelerator.prepare(module, optimizer)
+        fsdp_forward_methods(model, FSDP_METHODS)
         reward = RewardSource(peft_model, reward_head, r.ppo, tokenizer, accelerator.device)
         phase = PPOPhase(
             r=r,

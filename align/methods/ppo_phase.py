@@ -24,7 +24,15 @@ from align.methods.experience import (
     to_batch,
 )
 from align.methods.rollout_phase import RolloutPhase
-from align.models.adapters import POLICY, VALUE, ScalarHead, adapter_state_of, load_adapter_state, use_adapter
+from align.models.adapters import (
+    POLICY,
+    VALUE,
+    ScalarHead,
+    adapter_state_of,
+    load_adapter_state,
+    load_full_state,
+    use_adapter,
+)
 from align.models.logprobs import decoder_layer_classes, token_logps_entropy
 from align.models.reward_model import backbone_hidden
 from align.models.rollout import Rollout
@@ -195,8 +203,8 @@ class PPOPhase(RolloutPhase):
         return out
 
     def load_extra_state(self, t: dict[str, torch.Tensor]) -> None:
-        self.module.value_head.load_state_dict(
-            {k[11:]: v for k, v in t.items() if k.startswith("value_head.")}
+        load_full_state(
+            self.module.value_head, {k[11:]: v for k, v in t.items() if k.startswith("value_head.")}
         )
         if self.module.value_adapter == VALUE:
             load_adapter_state(

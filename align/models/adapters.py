@@ -105,6 +105,19 @@ def adapter_state_of(peft_model: nn.Module, name: str, state: dict[str, torch.Te
     return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
 
 
+@torch.no_grad()
+def load_full_state(module: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy full tensors (a checkpoint's) into `module`'s parameters and buffers; under FSDP2 a
+    sharded parameter keeps this rank's slice (every rank read the same file: no communication)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    for k, p in module.state_dict(keep_vars=True).items():
+        v = tensors[k].to(p.device, p.dtype)
+        if isinstance(p, DTensor):
+            v = distribute_tensor(v, p.device_mesh, p.placements, src_data_rank=None)
+        p.copy_(v)
+
+
 def load_adapter_state(peft_model: nn.Module, name: str, tensors: dict[str, torch.Tensor]) -> None:
     from peft import set_peft_model_state_dict
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from align import rewards
-from align.models.adapters import HEAD_FILE, REWARD, ScalarHead, use_adapter
+from align.models.adapters import HEAD_FILE, REWARD, ScalarHead, load_full_state, use_adapter
 from align.models.logprobs import causal_lm, decoder_layer_classes, packed_hidden
 from align.models.rollout import Rollout
 from align.util.errors import RecipeError
@@ -76,16 +76,8 @@ class RewardScorer(nn.Module):
     def extra_state(self) -> dict[str, torch.Tensor]:
         return {f"head.{k}": v for k, v in self.head.state_dict().items()}
 
-    @torch.no_grad()
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Full tensors from a checkpoint into the head; under FSDP2 each rank keeps its slice."""
-        from torch.distributed.tensor import DTensor, distribute_tensor
-
-        for k, p in self.head.state_dict(keep_vars=True).items():
-            v = tensors[f"head.{k}"].to(p.device, p.dtype)
-            if isinstance(p, DTensor):
-                v = distribute_tensor(v, p.device_mesh, p.placements, src_data_rank=None)
-            p.copy_(v)
+        load_full_state(self.head, {k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
 
     def save_files(self) -> dict[str, dict[str, torch.Tensor]]:
         return {HEAD_FILE: dict(self.head.state_dict())}
