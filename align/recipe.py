@@ -87,6 +87,9 @@ class ModelConfig:
     # start from an earlier run: its adapter (a run dir, or a PEFT adapter dir) merged into the base
     # in float32 at load, so the reference is that model and the new LoRA trains on top of it
     adapter: str | None = None
+    # merge: a new LoRA trains on the merged model; continue: the earlier adapter itself keeps
+    # training (its LoRA shape is reused) and a frozen copy of it is the reference
+    adapter_mode: Literal["merge", "continue"] = "merge"
 
 
 @dataclass

@@ -30,7 +30,7 @@ from align.engine.run_dir import (
 )
 from align.engine.sharding import fsdp_on_cpu, fsdp_units
 from align.methods import build_method, check_recipe
-from align.models.earlier_run import resolve_chain
+from align.models.earlier_run import check_continue, continue_from, resolve_chain
 from align.models.load import add_lora, compile_layers, disable_dropout, load_model, load_tokenizer
 from align.recipe import Recipe, dump_recipe
 from align.util.errors import RecipeError
@@ -83,6 +83,8 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
                 "model.adapter: is this run's own output_dir; start from another run's directory"
             )
     chain = resolve_chain(r.model.name, r.model.revision, r.seed, r.model.adapter)  # checks, no load
+    if r.model.adapter_mode == "continue":
+        check_continue(chain, r.lora)
     preflight.check(r)  # before anything loads: output_dir, LoRA target modules, attention (cached)
     run_dir = Path(r.output_dir)
     prec = precision.from_recipe(r)
@@ -121,6 +123,8 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     if r.model.disable_dropout:  # the base's dropout only (LoRA's stays): a deterministic reference
         disable_dropout(base)
     peft_model = add_lora(base, r.lora)
+    if r.model.adapter_mode == "continue":  # the earlier adapter trains on; a frozen copy is the reference
+        continue_from(peft_model, chain[-1])
     if r.model.gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.enable_input_require_grads()
@@ -153,7 +157,8 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     )
     state = start_state(run_dir, r, accelerator, parts, total, do_resume)
     manifest = _manifest(r, data, method, accelerator, total, prec)
-    manifest["start_from"] = [link.manifest() for link in chain]  # merged into the base, oldest first
+    manifest["start_from"] = [link.manifest() for link in chain]  # oldest first
+    manifest["start_mode"] = r.model.adapter_mode if chain else None  # continue: the last one trains on
     manifest["fsdp_units"] = fsdp_units(w.model)  # one per decoder layer + the root, or []
     if main:
         write_text_atomic(run_dir / "recipe.yaml", dump_recipe(r))

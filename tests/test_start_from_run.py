@@ -149,24 +149,25 @@ def test_bad_starts_are_recipe_errors(earlier, tmp_path):
     assert "neither" in err(tmp_path)
 
 
-def test_card_says_what_to_load(earlier, tmp_path):
-    """The pushed card merges the earlier adapter before loading this one, and names the chain."""
+def _card(run_dir) -> str:
+    """The README.md `align push` would upload (no network)."""
     import yaml
 
     from align.hub.card import RunRecord
     from align.hub.files import plan_uploads
 
+    read = lambda name: json.loads((run_dir / name).read_text())  # noqa: E731
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    record = RunRecord(run_dir, read("manifest.json"), read("summary.json"), recipe)
+    uploads, _ = plan_uploads(record, "someone/second")
+    return uploads[0].content.decode()
+
+
+def test_card_says_what_to_load(earlier, tmp_path):
+    """The pushed card merges the earlier adapter before loading this one, and names the chain."""
     second = tmp_path / "second"
     run_tiny(second, *QUICK, f"model.adapter={earlier}")
-    read = lambda name: json.loads((second / name).read_text())  # noqa: E731
-    record = RunRecord(
-        second,
-        read("manifest.json"),
-        read("summary.json"),
-        yaml.safe_load((second / "recipe.yaml").read_text()),
-    )
-    uploads, _ = plan_uploads(record, "someone/second")
-    card = uploads[0].content.decode()
+    card = _card(second)
     merge = 'base = PeftModel.from_pretrained(base, "EARLIER_ADAPTER_first").merge_and_unload()'
     assert merge in card
     assert card.index(merge) < card.index('model = PeftModel.from_pretrained(base, "someone/second")')
@@ -187,3 +188,52 @@ def test_a_reward_run_must_share_the_start(earlier):
     bare = {"method": "reward", "model": {"name": "tiny-smollm2"}}
     with pytest.raises(RecipeError, match="this run starts from"):
         check_same_base(bare, "tiny-smollm2", "r.yaml", "rm", "ppo", str(earlier), 0)
+
+
+def test_continue_trains_the_earlier_adapter_with_a_frozen_copy_as_reference(earlier, tmp_path):
+    """adapter_mode: continue: the earlier adapter's own weights keep training (so the result is one
+    PEFT adapter on the bare base), and the reference is a frozen copy of it: the earlier model."""
+    from peft import PeftModel
+
+    from align.evals.policies import baseline_of
+    from align.models.adapters import REFERENCE, use_adapter
+
+    second = tmp_path / "second"
+    summary = run_tiny(second, *QUICK, f"model.adapter={earlier}", "model.adapter_mode=continue")
+    peft_model = summary["peft_model"]
+    ids = torch.tensor([[1, 520, 3000, 41, 9, 2]])
+    with torch.no_grad():
+        with use_adapter(peft_model, None):
+            reference = peft_model(input_ids=ids).logits
+        trained = peft_model(input_ids=ids).logits
+    first = _policy_logits(earlier, ids)
+    assert torch.allclose(reference, first, atol=1e-5)  # the frozen copy, not the bare base
+    assert not torch.allclose(trained, first, atol=1e-4)  # and the adapter did train on
+    frozen = {n: p for n, p in peft_model.named_parameters() if f".{REFERENCE}." in n}
+    assert frozen and not any(p.requires_grad for p in frozen.values())
+
+    # the saved adapter is the whole model on the bare base; no copy of the reference is written
+    assert not (second / "adapter" / REFERENCE).exists()
+    bare = PeftModel.from_pretrained(load_model(_tiny()), second / "adapter")
+    with torch.no_grad():
+        assert torch.allclose(bare(input_ids=ids).logits, trained, atol=1e-5)
+    ref = describe_run(second)
+    assert torch.allclose(_policy_logits(second, ids), trained, atol=1e-5)  # evals load the same
+    base_model, _ = load(baseline_of(ref))  # the eval baseline is the model the run started from
+    with torch.no_grad():
+        assert torch.allclose(base_model(input_ids=ids).logits, first, atol=1e-5)
+    assert json.loads((second / "manifest.json").read_text())["start_mode"] == "continue"
+    card = _card(second)
+    assert "continued training the adapter of first (dpo" in card and "EARLIER_ADAPTER" not in card
+
+
+def test_continue_needs_the_same_lora_shape_and_a_start(earlier, tmp_path):
+    from align.train import run
+
+    for extra, says in (
+        ((f"model.adapter={earlier}", "lora.r=8"), "LoRA of r 4, alpha 8; the recipe says r 8"),
+        ((), "needs model.adapter"),
+    ):
+        r = load_recipe(TINY, [f"output_dir={tmp_path / 'x'}", "model.adapter_mode=continue", *extra])
+        with pytest.raises(RecipeError, match=says):
+            run(r)

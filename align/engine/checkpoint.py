@@ -36,6 +36,7 @@ from align.engine.sharding import (
     full_trainable_state,
     shard_optimizer_state,
 )
+from align.models.adapters import REFERENCE
 from align.util.errors import AlignError
 from align.util.files import (  # noqa: F401  (re-exported: the checkpoint API)
     atomic_dir,
@@ -272,6 +273,8 @@ def save_adapter(
     files (file name -> tensors) in the same atomic directory (e.g. a score head)."""
     final = run_dir / "adapter"
     tmp = final.parent / f".tmp-{final.name}"
+    if adapters is None:  # every adapter but a `continue` run's frozen reference copy
+        adapters = [n for n in peft_model.peft_config if n != REFERENCE]
     full = full_trainable_state(peft_model)
     check_finite(adapter_state(peft_model, full), f"the final adapter {final}")
     extra_files = {name: {k: full_tensor(v) for k, v in t.items()} for name, t in (extra_files or {}).items()}

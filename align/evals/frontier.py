@@ -26,6 +26,7 @@ from align.evals.answers import AnswerSettings, generate, render
 from align.evals.policies import ModelRef
 from align.evals.questions import Question
 from align.evals.store import JsonlStore
+from align.models.adapters import use_adapter
 
 log = logging.getLogger("align.evals")
 
@@ -47,7 +48,7 @@ def sequence_kl(model, prompt: list[int], completion: list[int]) -> float:
         return logits.float().log_softmax(-1)
 
     policy = logp()
-    with model.disable_adapter():
+    with use_adapter(model, None):  # adapters off (or a continue run's frozen earlier adapter)
         reference = logp()
     return float((policy.exp() * (policy - reference)).sum())
 

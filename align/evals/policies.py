@@ -51,6 +51,12 @@ class ModelRef:
             out["seed"] = self.seed  # its weights are drawn from the recipe's seed
         if self.adapter is not None:
             out["adapter_sha256"] = file_sha256(self.adapter / "adapter_model.safetensors")
+        if self.base.adapter is not None:  # the earlier runs its base starts from (model.adapter)
+            from align.models.earlier_run import resolve_chain
+
+            chain = resolve_chain(self.base.name, self.base.revision, self.seed, self.base.adapter)
+            out["start_from"] = [link.sha256 for link in chain]
+            out["start_mode"] = self.base.adapter_mode
         if self.chat_template is not None:
             out["chat_template_sha256"] = hashlib.sha256(self.chat_template.encode()).hexdigest()[:16]
         return out
@@ -117,9 +123,13 @@ def describe_run(run_dir: str | Path, label: str | None = None) -> ModelRef:
 def baseline_of(ref: ModelRef) -> ModelRef:
     """The run's base model without its adapter (the same weights its reference was)."""
     label = BASE_PREFIX + ref.base.name
+    if ref.base.adapter is not None:  # the earlier model the run started from
+        label += "+" + Path(ref.base.adapter).name
     if ref.base.name == "tiny-smollm2" and ref.seed != 0:
         label += f"@seed{ref.seed}"
-    return ModelRef(label=label, base=ref.base, seed=ref.seed, chat_template=ref.chat_template)
+    # a run that continued an earlier adapter started from (and is referenced to) the whole chain merged
+    base = replace(ref.base, adapter_mode="merge")
+    return ModelRef(label=label, base=base, seed=ref.seed, chat_template=ref.chat_template)
 
 
 def unique_labels(refs: list[ModelRef]) -> list[ModelRef]:
@@ -155,4 +165,10 @@ def load(ref: ModelRef):
         with warnings.catch_warnings():  # peft probes a deprecated transformers property
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
             model = PeftModel.from_pretrained(model, str(ref.adapter))
+            if ref.base.adapter_mode == "continue":  # its reference: the frozen earlier adapter
+                from align.models.adapters import REFERENCE
+                from align.models.earlier_run import resolve_chain
+
+                chain = resolve_chain(ref.base.name, ref.base.revision, ref.seed, ref.base.adapter)
+                model.load_adapter(str(chain[-1].path), adapter_name=REFERENCE, is_trainable=False)
     return model.to(device()).eval(), tokenizer

@@ -231,11 +231,19 @@ def model_card(
         "",
         f'base = AutoModelForCausalLM.from_pretrained("{base}")',
         f'tokenizer = AutoTokenizer.from_pretrained("{base}")',
-        *_earlier_lines(m.get("start_from") or []),
+        *_earlier_lines(_merged(m)),
         f'model = PeftModel.from_pretrained(base, "{repo_id}"{_at(revision, ", revision=")})',
         "```",
     ]
-    if m.get("start_from"):
+    if m.get("start_from") and m.get("start_mode") == "continue":
+        lines += [
+            "",
+            f"This run continued training the adapter of {_link_name(m['start_from'][-1])} "
+            "(`model.adapter_mode: continue`, its frozen copy the reference): this adapter is the "
+            "whole model on "
+            + ("the base with the earlier adapters merged as above." if _merged(m) else "the base."),
+        ]
+    elif m.get("start_from"):
         lines += [
             "",
             "This run started from an earlier run (`model.adapter`): its reference and its base were the "
@@ -289,7 +297,13 @@ def _training_rows(run: RunRecord) -> list[str]:
     rows += [
         ("reference", m.get("reference")),
         *(
-            [("starts from", " → ".join(_link_name(link) for link in m["start_from"]) + " (merged into the base)")]
+            [
+                (
+                    "starts from",
+                    " → ".join(_link_name(link) for link in m["start_from"])
+                    + (" (its adapter trained on)" if m.get("start_mode") == "continue" else " (merged into the base)"),
+                )
+            ]
             if m.get("start_from")
             else []
         ),
@@ -308,6 +322,12 @@ def _training_rows(run: RunRecord) -> list[str]:
         ("software", _versions(m)),
     ]  # fmt: skip
     return [f"| {k} | {_cell(v)} |" for k, v in rows]
+
+
+def _merged(m: dict[str, Any]) -> list[dict[str, Any]]:
+    """The earlier adapters merged into the base: all, or all but the one a `continue` run trained on."""
+    chain = list(m.get("start_from") or [])
+    return chain[:-1] if m.get("start_mode") == "continue" else chain
 
 
 def _link_name(link: dict[str, Any]) -> str:

@@ -18,8 +18,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from align.models.earlier_run import REFERENCE
+
 HEAD_FILE = "score_head.safetensors"
 POLICY, VALUE, REWARD = "default", "value", "reward"  # adapter names of the RLHF roles
+# REFERENCE: the frozen copy of the earlier adapter a `model.adapter_mode: continue` run keeps
+# training; where a model has it, it is the reference (`use_adapter(model, None)`), not all off.
 
 
 class ScalarHead(nn.Module):
@@ -57,11 +61,14 @@ def _tuner_layers(peft_model: nn.Module) -> list[nn.Module]:
 @contextlib.contextmanager
 def use_adapter(peft_model: nn.Module, name: str | None) -> Iterator[None]:
     """Run the block with adapter `name` active on every LoRA layer (None: all adapters off, the
-    reference model); layers that lack `name` run as the base. PEFT's own `disable_adapter()` is
+    reference model, or the frozen `REFERENCE` adapter where there is one); layers that lack `name`
+    run as the base. PEFT's own `disable_adapter()` is
     not used: leaving it re-activates the active adapter through `set_adapter`, which freezes every
     other adapter (a value adapter would silently stop training)."""
     layers = _tuner_layers(peft_model)
     saved = [(layer._active_adapter, layer._disable_adapters) for layer in layers]
+    if name is None and any(REFERENCE in getattr(layer, "lora_A", {}) for layer in layers):
+        name = REFERENCE  # the reference of a run that continues an earlier adapter
     try:
         for layer in layers:
             if name is None:

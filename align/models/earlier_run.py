@@ -25,6 +25,7 @@ from torch import nn
 from align.util.errors import RecipeError
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+REFERENCE = "reference"  # adapter name of a `continue` run's frozen copy of the earlier adapter
 MAX_CHAIN = 16  # a longer chain is almost surely a cycle of run dirs naming each other
 
 
@@ -166,6 +167,49 @@ def _same_base(recorded: str, name: str) -> bool:
         return str(p.resolve()) if p.is_dir() else x.lower()
 
     return norm(recorded) == norm(name)
+
+
+def merged_links(chain: list[EarlierAdapter], mode: str) -> list[EarlierAdapter]:
+    """The links merged into the base: all of them, or (`continue`) all but the last, which the
+    run keeps training as its own adapter."""
+    return chain if mode == "merge" else chain[:-1]
+
+
+def check_continue(chain: list[EarlierAdapter], lora, where: str = "recipe") -> None:
+    """`adapter_mode: continue` trains the earlier adapter itself: its LoRA shape must be the
+    recipe's (r, alpha, target modules), or the run would silently train another shape."""
+    import json
+
+    key = f"{where}: model.adapter_mode: continue"
+    if not chain:
+        raise RecipeError(f"{key} needs model.adapter (the run whose adapter keeps training)")
+    config = json.loads((chain[-1].path / ADAPTER_CONFIG).read_text())
+    theirs = {"r": config.get("r"), "alpha": config.get("lora_alpha")}
+    ours = {"r": lora.r, "alpha": lora.alpha}
+    if theirs != ours:
+        raise RecipeError(
+            f"{key}: {chain[-1].path} is a LoRA of r {theirs['r']}, alpha {theirs['alpha']}; the recipe "
+            f"says r {ours['r']}, alpha {ours['alpha']}: set lora.r and lora.alpha to the earlier adapter's"
+        )
+
+
+def continue_from(peft_model: nn.Module, link: EarlierAdapter) -> None:
+    """Load the earlier adapter's weights into the trainable `default` adapter, and add a frozen
+    copy of it as the `reference` adapter (align.models.adapters.REFERENCE): the reference is the
+    earlier model, and the policy starts equal to it."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        result = set_peft_model_state_dict(peft_model, load_file(link.path / ADAPTER_WEIGHTS))
+        peft_model.load_adapter(str(link.path), adapter_name=REFERENCE, is_trainable=False)
+    missing = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+    if missing:
+        raise RecipeError(
+            f"model.adapter_mode: continue: {link.path} has LoRA weights the recipe's "
+            f"lora.target_modules do not create ({missing[0]}, ...): use the earlier run's target modules"
+        )
 
 
 def merge_chain(base: nn.Module, chain: list[EarlierAdapter]) -> nn.Module:

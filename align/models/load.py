@@ -49,9 +49,9 @@ def load_model(spec: ModelConfig, seed: int = 0):
     """Load the base causal LM (no trainable adapter); `spec.dtype` "auto" (unresolved) loads
     float32. With `spec.adapter` (start from an earlier run) the earlier adapters are merged in
     float32 first and the result cast to the dtype (align/models/earlier_run.py)."""
-    from align.models.earlier_run import merge_chain, resolve_chain
+    from align.models.earlier_run import merge_chain, merged_links, resolve_chain
 
-    chain = resolve_chain(spec.name, spec.revision, seed, spec.adapter)
+    chain = merged_links(resolve_chain(spec.name, spec.revision, seed, spec.adapter), spec.adapter_mode)
     dtype = _DTYPES.get(spec.dtype, torch.float32)
     if not chain:
         return _load_base(spec, seed, dtype)
@@ -215,6 +215,7 @@ def model_identity(spec: ModelConfig, seed: int) -> dict[str, Any]:
 
         chain = resolve_chain(spec.name, spec.revision, seed, spec.adapter)
         ident["adapters"] = [link.sha256 for link in chain]
+        ident["adapter_mode"] = spec.adapter_mode
     if spec.name == TINY_NAME:
         return {**ident, "config": tiny_config().to_dict(), "seed": seed}
     folder, commit = _model_dir(spec)

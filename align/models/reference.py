@@ -29,8 +29,11 @@ log = logging.getLogger("align.reference")
 
 
 def adapter_off(model: torch.nn.Module):
-    """Context manager that switches the LoRA adapter off on the (unwrapped) PEFT model."""
-    return model.disable_adapter()
+    """Context manager that runs the (unwrapped) PEFT model as the reference: its LoRA adapters
+    off, or the frozen copy of the adapter a `continue` run started from (align.models.adapters)."""
+    from align.models.adapters import use_adapter
+
+    return use_adapter(model, None)
 
 
 class AdapterOffReference:
