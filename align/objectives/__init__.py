@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from align.objectives.dpo import dpo_loss, hinge_loss
 from align.objectives.ipo import ipo_loss
 from align.objectives.metrics import pairwise_metrics
+from align.objectives.sft import sft_loss
 from align.objectives.types import ObjectiveOutput, PairLogps, SeqLogps
 
 
@@ -21,7 +22,7 @@ class ObjectiveSpec:
     """Registry entry: `fn(policy, reference, beta, **kwargs) -> ObjectiveOutput` for kind "pairwise"."""
 
     name: str
-    kind: str  # "pairwise" now; "unpaired" (kto), "reward", "ppo" later
+    kind: str  # "pairwise", or "sft" (policy log-probs only)
     fn: Callable[..., ObjectiveOutput]
     normalisation: str
     reference: str
@@ -57,7 +58,17 @@ PAIRWISE_OBJECTIVES: dict[str, ObjectiveSpec] = {
     )
 }
 
-OBJECTIVES: dict[str, ObjectiveSpec] = {**PAIRWISE_OBJECTIVES}
+# Supervised fine-tuning reads the policy's log-probs only: fn(policy, examples, tokens).
+SFT_OBJECTIVE = ObjectiveSpec(
+    name="sft",
+    kind="sft",
+    fn=sft_loss,
+    normalisation="per-token mean NLL over every loss token of the optimizer step (all micro-batches and "
+    "processes), as TRL's SFTTrainer with num_items_in_batch",
+    reference="Radford et al. 2018, Eq. 1 (token-averaged)",
+)
+
+OBJECTIVES: dict[str, ObjectiveSpec] = {**PAIRWISE_OBJECTIVES, "sft": SFT_OBJECTIVE}
 
 
 def get_objective(name: str) -> ObjectiveSpec:
@@ -74,6 +85,7 @@ def get_objective(name: str) -> ObjectiveSpec:
 __all__ = [
     "OBJECTIVES",
     "PAIRWISE_OBJECTIVES",
+    "SFT_OBJECTIVE",
     "ObjectiveOutput",
     "ObjectiveSpec",
     "PairLogps",
@@ -83,4 +95,5 @@ __all__ = [
     "hinge_loss",
     "ipo_loss",
     "pairwise_metrics",
+    "sft_loss",
 ]
