@@ -71,7 +71,7 @@ class PairwiseFactory:
             raise RecipeError(f"{where}: method 'cdpo' needs label_smoothing > 0 (e.g. 0.1)")
         if r.ipo_normalization != "mean" and self.objective != "ipo":
             raise RecipeError(f"{where}: ipo_normalization applies to ipo only, not '{r.method}'")
-        if r.data.format in ("unpaired", "prompts"):
+        if r.data.format in ("unpaired", "prompts", "sft"):
             raise RecipeError(f"{where}: data.format: method '{r.method}' needs pairwise data")
         if r.data.unpair:
             raise RecipeError(f"{where}: data.unpair: applies to kto only, not '{r.method}'")
