@@ -121,7 +121,9 @@ def test_unpaired_give_their_desirable_completions(tok, tmp_path):
 
 
 def test_the_bundled_pairs_card_feeds_sft_on_chosen(tok):
-    out = prepare(DataConfig(card="align_prefs_v1", max_train_examples=4, max_eval_examples=2), tok, want="sft")
+    out = prepare(
+        DataConfig(card="align_prefs_v1", max_train_examples=4, max_eval_examples=2), tok, want="sft"
+    )
     assert len(out.train) == 4 and len(out.eval) == 2
     for e in out.train:  # the chosen reply, trained through its one EOS, which ends the sequence
         assert e["input_ids"][-1] == tok.eos_token_id and e["loss_mask"][-1] == 1

@@ -71,7 +71,9 @@ def test_every_assistant_turn_is_trained_through_one_eos(tok, name):
     messages = CHATS[name]
     ex = make(tok).sft(SFTRecord(None, messages, origin="chat.jsonl:line 1"))
     # the ids are exactly the template's rendering of the whole conversation
-    assert ex["input_ids"] == list(tok.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+    assert ex["input_ids"] == list(
+        tok.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    )
     answers = [m["content"] for m in messages if m["role"] == "assistant"]
     got = spans(ex)
     assert len(got) == len(answers)  # every assistant turn, not just the last
@@ -102,7 +104,11 @@ def test_prompt_and_completion_messages_train_the_completion_only(tok):
     prompt = [U("Hi!"), A("Hello!"), U("7 times 6?")]
     ex = make(tok).sft(SFTRecord(prompt, [A("42.")]))
     assert spans(ex) == [content_ids(tok, "42.") + [tok.eos_token_id]]
-    p = list(tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+    p = list(
+        tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
+    )
     assert ex["input_ids"][: len(p)] == p  # the prompt is a true prefix
     assert ex["loss_mask"].index(1) == len(p)
 
