@@ -138,3 +138,13 @@ def test_sft_sources_are_refused_by_other_methods(tok, tmp_path):
     prompts = write_jsonl(tmp_path / "q.jsonl", [{"prompt": "a"}])
     with pytest.raises(DataError, match="needs completions"):
         prepare(data(prompts, format="prompts"), tok, want="sft")
+
+
+def test_inspect_shows_which_tokens_are_trained(tok, tmp_path):
+    from align.data.inspect import inspect
+
+    rows = [{"messages": [U, A, U, {"role": "assistant", "content": "Bye."}]}, {"text": "Plain text."}]
+    path = write_jsonl(tmp_path / "i.jsonl", rows)
+    text = inspect(path, None, ["data.format=sft", "data.heldout_fraction=0"], lambda _: tok)
+    assert "loss tokens" in text and "⟦loss: Hello!<|im_end|>⟧" in text and "⟦loss: Bye.<|im_end|>⟧" in text
+    assert "⟦masked: \n<|im_start|>user\nHi<|im_end|>" in text  # the "\n" after EOS and user turns: no loss
