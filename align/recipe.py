@@ -25,7 +25,7 @@ from align.util.errors import RecipeError
 # Every method's name (align/methods/ holds each one's checks and wiring; a test keeps the two equal).
 METHOD_NAMES = (
     *("dpo", "cdpo", "ipo", "hinge", "dpo_norm", "rpo", "apo_zero", "simpo", "orpo"),
-    *("kto", "reward", "ppo", "rloo", "grpo"),
+    *("kto", "reward", "ppo", "rloo", "grpo", "sft"),
 )
 
 INT_MAX = 2**31 - 1  # counts and sizes end up in torch/numpy int32/int64 code paths
@@ -105,8 +105,9 @@ class DataConfig:
     card: str | None = None  # a data card name (data_cards/<name>.md) or path to a card
     path: str | None = None  # or a file / save_to_disk dir / dataset name, with `columns`
     columns: dict[str, str] = field(default_factory=dict)
-    # auto: the card's, else what the method reads; prompts: prompt-only records (PPO)
-    format: Literal["auto", "pairwise", "unpaired", "prompts"] = "auto"
+    # auto: the card's, else what the method reads; prompts: prompt-only records (PPO); sft:
+    # conversations, prompt + completion, or text (method sft, which also reads pairs' chosen replies)
+    format: Literal["auto", "pairwise", "unpaired", "prompts", "sft"] = "auto"
     split: str | None = None  # named split of the source for training
     eval_split: str | None = None  # named split for evaluation, else a seeded held-out fraction
     heldout_fraction: float | None = ranged(None, "[0, 1)")  # None: the card's value (or 0.1)
@@ -485,7 +486,7 @@ def validate(r: Recipe, where: str) -> None:
     if (r.data.card is None) == (r.data.path is None):
         raise RecipeError(f"{where}: data: set exactly one of data.card or data.path")
     _validate_hub(r.hub, where)
-    if r.beta == 0 and r.method not in ("ppo", "rloo", "grpo", "reward"):
+    if r.beta == 0 and r.method not in ("ppo", "rloo", "grpo", "reward", "sft"):
         raise RecipeError(
             f"{where}: beta: must be > 0 for '{r.method}' (it scales the log-ratio to the reference); "
             "0 (no KL term) applies to ppo, rloo and grpo"

@@ -98,7 +98,7 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
 
     tokenizer = load_tokenizer(r.model)
     method = build_method(r)
-    want = {"pair": "pairwise", "unpaired": "unpaired", "prompts": "prompts"}[method.batch_kind]
+    want = {"pair": "pairwise", "unpaired": "unpaired", "prompts": "prompts", "sft": "sft"}[method.batch_kind]
     data = prepare(r.data, tokenizer, accelerator, want=want)  # prompts: those of a source of any format
     if hasattr(method, "data_view"):  # e.g. PPO samples its own completions: the distinct prompts
         data = method.data_view(data)

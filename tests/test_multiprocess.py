@@ -47,3 +47,14 @@ def test_below_two_gpus_the_ranks_form_a_gloo_group_on_cpu_in_fp32(monkeypatch):
     backend, kind = PartialState._prepare_backend(None, cpu=r.cpu)
     assert kind == DistributedType.MULTI_CPU
     assert backend == ("mpi" if torch.distributed.is_mpi_available() else "gloo")
+
+
+def test_sft_two_processes_equal_one(tmp_path):
+    """SFT normalises by the loss tokens of the whole step over both ranks (one all-reduce of the
+    count): the ranks' token counts differ, so a per-rank mean would not equal one process."""
+    common = ("method=sft", "train.max_steps=2", "optim.lr=1e-2", "report.eval_before=false")
+    run_tiny(tmp_path / "one", "train.per_device_batch_size=4", *common, *multi_process_overrides())
+    proc = launch_two(tmp_path / "two", "train.per_device_batch_size=2", *common)
+    assert proc.wait(timeout=300) == 0, (tmp_path / "two.log").read_text()[-3000:]
+    assert json.loads((tmp_path / "two" / "manifest.json").read_text())["world_size"] == 2
+    assert max_abs_diff(adapter(tmp_path / "one"), adapter(tmp_path / "two")) < 1e-5

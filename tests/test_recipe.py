@@ -53,7 +53,7 @@ def test_accelerate_configs_are_mappings(path):
 
 
 def test_shipped_method_recipes_match_their_names():
-    for name in ("dpo", "ipo", "cdpo", "simpo"):
+    for name in ("dpo", "ipo", "cdpo", "simpo", "sft"):
         r = load_recipe(RECIPES / "smollm2" / f"{name}.yaml")
         assert r.method == name
     assert load_recipe(RECIPES / "smollm2" / "cdpo.yaml").label_smoothing > 0

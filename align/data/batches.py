@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from align.data.packing import pack_pairs
+from align.data.packing import pack_pairs, pack_sequences
 from align.objectives.types import PairLogps, SeqLogps
 
 
@@ -77,8 +77,8 @@ class PairBatch(SeqBatch):
 
 
 def _to(v, device: torch.device):
-    if v is None:
-        return None
+    if v is None or isinstance(v, int | float):
+        return v
     if isinstance(v, dict):
         return {k: _to(t, device) for k, t in v.items()}
     if device.type == "cuda" and v.device.type == "cpu":
@@ -230,3 +230,48 @@ def collate_unpaired(
     batch = collate_pairs(as_pairs, pad_id, pack_tokens=pack_tokens)
     desirable = torch.tensor([bool(e["label"]) for e in examples], dtype=torch.bool)
     return UnpairedBatch(**batch.__dict__, desirable=desirable)
+
+
+@dataclass
+class SFTBatch(SeqBatch):
+    """N supervised sequences: right-padded rows with each token's loss mask (any tokens, e.g.
+    every assistant turn of a chat), and the packed rows unless packing is off. `norm_examples`
+    and `norm_tokens` are the normalisation group of `sft_loss` (the optimizer step's examples
+    and loss tokens; default: this batch's own)."""
+
+    index: torch.Tensor | None = None  # [N] dataset positions
+    packed: dict[str, torch.Tensor] | None = None
+    norm_examples: float | None = None
+    norm_tokens: float | None = None
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        inputs = super().model_inputs()
+        if self.packed is not None:
+            inputs["packed"] = self.packed
+        return inputs
+
+    @property
+    def num_examples(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def loss_tokens(self) -> int:
+        """Loss tokens of the batch (host-side: no device sync); the first token never is one."""
+        return int(self.loss_mask[:, 1:].sum())
+
+
+def collate_sft(examples: Sequence[dict], pad_id: int, pack_tokens: int | None = 512) -> SFTBatch:
+    """Right-padded rows, masks from lengths (never from `token != pad`), and unless `pack_tokens`
+    is None the packed rows of at most `pack_tokens` tokens (or the longest sequence)."""
+    rows = [e["input_ids"] for e in examples]
+    masks = [e["loss_mask"] for e in examples]
+    ids, lengths = pad_rows(rows, pad_id)
+    pos = torch.arange(ids.shape[1])
+    attention = (pos[None, :] < lengths[:, None]).long()
+    loss = torch.zeros_like(ids)
+    for i, m in enumerate(masks):
+        loss[i, : len(m)] = torch.tensor(m, dtype=torch.long)
+    loss[:, 0] = 0
+    index = torch.tensor([e["index"] for e in examples], dtype=torch.long)
+    packed = None if pack_tokens is None else pack_sequences(rows, masks, pad_id, pack_tokens)
+    return SFTBatch(ids, attention, loss, index, packed)

@@ -37,7 +37,10 @@ def _skipped(load_stats: dict) -> str:
 
 def render(tokenizer, ex: dict) -> str:
     """The prompt shown inside ⟦masked: …⟧ (no loss), each completion after it; a prompt-only
-    record's prompt inside ⟦prompt: …⟧ (the policy samples its response after it)."""
+    record's prompt inside ⟦prompt: …⟧ (the policy samples its response after it); an SFT
+    sequence as its runs, untrained ones inside ⟦masked: …⟧, trained ones inside ⟦loss: …⟧."""
+    if "loss_mask" in ex:
+        return _render_sft(tokenizer, ex["input_ids"], ex["loss_mask"])
     prompt = tokenizer.decode(ex["prompt_ids"])
     keys = _completion_keys(ex)
     out = [f"⟦masked: {prompt}⟧" if keys else f"⟦prompt: {prompt}⟧"]
@@ -45,6 +48,15 @@ def render(tokenizer, ex: dict) -> str:
         name = key.split("_")[0] if "label" not in ex else ("desirable" if ex["label"] else "undesirable")
         out.append(f"  {name:8s} (loss on {len(ex[key])} tokens): {tokenizer.decode(ex[key])!r}")
     return "\n".join(out)
+
+
+def _render_sft(tokenizer, ids: list[int], mask: list[int]) -> str:
+    runs, start = [], 0
+    for t in range(1, len(ids) + 1):
+        if t == len(ids) or mask[t] != mask[start]:
+            runs.append(f"⟦{'loss' if mask[start] else 'masked'}: {tokenizer.decode(ids[start:t])}⟧")
+            start = t
+    return "".join(runs) + f"\n  (loss on {sum(mask)} of {len(ids)} tokens)"
 
 
 def _completion_keys(ex: dict) -> tuple[str, ...]:
@@ -106,6 +118,11 @@ def inspect(source: str, recipe_path: str | None, overrides: list[str], load_tok
     ]
     keys = _completion_keys(examples[0]) if examples else ()
     columns = [("prompt", lambda e: len(e["prompt_ids"]))]
+    if examples and "loss_mask" in examples[0]:  # SFT: whole sequences and their loss tokens
+        columns = [
+            ("sequence", lambda e: len(e["input_ids"])),
+            ("loss tokens", lambda e: sum(e["loss_mask"])),
+        ]
     columns += [(k.split("_")[0], lambda e, k=k: len(e[k])) for k in keys]
     if keys:
         columns.append(("prompt+longer", lambda e: len(e["prompt_ids"]) + max(len(e[k]) for k in keys)))

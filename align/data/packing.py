@@ -1,4 +1,5 @@
-"""Packed pair layout: each pair's prompt once, both completions after it, many pairs per row.
+"""Packed pair layout: each pair's prompt once, both completions after it, many pairs per row
+(and, for SFT, single sequences packed the same way: `pack_sequences`).
 
 A row holds whole pairs laid out `[prompt, chosen, rejected]`, bin-packed (first-fit decreasing)
 into rows of at most `budget` tokens (at least the longest pair), right-padded. Attention is a
@@ -40,19 +41,7 @@ def pack_pairs(
     """
     b = len(prompts)
     sizes = [len(prompts[i]) + len(chosen[i]) + len(rejected[i]) for i in range(b)]
-    width = max(max(sizes), budget)
-    rows: list[list[int]] = []  # pair indices per row
-    room: list[int] = []
-    for i in sorted(range(b), key=lambda i: -sizes[i]):  # first-fit decreasing
-        for r, free in enumerate(room):
-            if sizes[i] <= free:
-                rows[r].append(i)
-                room[r] -= sizes[i]
-                break
-        else:
-            rows.append([i])
-            room.append(width - sizes[i])
-    length = max(width - free for free in room)
+    rows, length = _bins(sizes, budget)
     shape = (len(rows), length)
     ids = torch.full(shape, pad_id, dtype=torch.long)
     pos = torch.zeros(shape, dtype=torch.long)
@@ -93,6 +82,69 @@ def pack_pairs(
         "target": torch.tensor(target, dtype=torch.long),
         "seq": torch.tensor(seq, dtype=torch.long),
         "n_tokens": n_tokens,
+        "last": torch.tensor(last, dtype=torch.long),
+    }
+
+
+def _bins(sizes: Sequence[int], budget: int) -> tuple[list[list[int]], int]:
+    """First-fit decreasing into rows of max(budget, largest) tokens: (member indices per row,
+    the longest row's length)."""
+    width = max(max(sizes), budget)
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+        for r, free in enumerate(room):
+            if sizes[i] <= free:
+                rows[r].append(i)
+                room[r] -= sizes[i]
+                break
+        else:
+            rows.append([i])
+            room.append(width - sizes[i])
+    return rows, max(width - free for free in room)
+
+
+def pack_sequences(
+    sequences: Sequence[list[int]], masks: Sequence[list[int]], pad_id: int, budget: int
+) -> dict[str, torch.Tensor]:
+    """Host-side packed layout of N single sequences (SFT), with the keys of `pack_pairs`.
+
+    Each sequence is its own segment on one branch, so `block_mask` is causal within it and it
+    never sees another; positions restart at 0. `masks[k][t] = 1` makes token t a target, predicted
+    by the hidden state at t - 1 (the first token never is one)."""
+    n = len(sequences)
+    rows, length = _bins([len(s) for s in sequences], budget)
+    shape = (len(rows), length)
+    ids = torch.full(shape, pad_id, dtype=torch.long)
+    pos = torch.zeros(shape, dtype=torch.long)
+    segment = torch.full(shape, PAD_SEGMENT, dtype=torch.long)
+    pred: list[int] = []
+    target: list[int] = []
+    seq: list[int] = []
+    last = [0] * n
+    for r, members in enumerate(rows):
+        at = 0
+        for k in sorted(members):
+            tokens, mask = sequences[k], masks[k]
+            ids[r, at : at + len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+            pos[r, at : at + len(tokens)] = torch.arange(len(tokens))
+            segment[r, at : at + len(tokens)] = k
+            base = r * length + at
+            picked = [t for t in range(1, len(tokens)) if mask[t]]
+            pred += [base + t - 1 for t in picked]
+            target += [tokens[t] for t in picked]
+            seq += [k] * len(picked)
+            last[k] = base + len(tokens) - 1
+            at += len(tokens)
+    return {
+        "ids": ids,
+        "pos": pos,
+        "segment": segment,
+        "branch": torch.zeros(shape, dtype=torch.long),
+        "pred": torch.tensor(pred, dtype=torch.long),
+        "target": torch.tensor(target, dtype=torch.long),
+        "seq": torch.tensor(seq, dtype=torch.long),
+        "n_tokens": torch.tensor([sum(m[1:]) for m in masks], dtype=torch.float32),
         "last": torch.tensor(last, dtype=torch.long),
     }
 

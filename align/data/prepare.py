@@ -27,6 +27,7 @@ from align.data.records import (
     PairRecord,
     PromptRecord,
     RecordError,
+    SFTRecord,
     UnpairedRecord,
 )
 from align.data.sources import load_records
@@ -35,7 +36,7 @@ from align.util.errors import DataError
 from align.util.files import cache_dir
 
 log = logging.getLogger("align.data")
-Record = PairRecord | UnpairedRecord | PromptRecord
+Record = PairRecord | UnpairedRecord | PromptRecord | SFTRecord
 
 
 @dataclass
@@ -49,13 +50,18 @@ class PreparedData:
     unpaired_from_pairs: bool = False  # KTO on pairwise data: each pair became two records
 
 
-NEEDS = {"pairwise": "pairs", "unpaired": "unpaired records (or pairs to unpair)"}
+NEEDS = {
+    "pairwise": "pairs",
+    "unpaired": "unpaired records (or pairs to unpair)",
+    "prompts": "prompts (of pairs, unpaired or prompt-only records)",
+}
 
 
 def formats(data, card, want: str | None) -> tuple[str, bool]:
     """(format of the source, whether to unpair it) for a method that reads `want` records.
 
-    `want` is "pairwise", "unpaired", "prompts" (PPO: the prompts of a source of any format), or
+    `want` is "pairwise", "unpaired", "prompts" (PPO: the prompts of a source of any format), "sft"
+    (SFT records, or the chosen replies of pairs, the desirable completions of unpaired records), or
     None (the source's own records, for `align data inspect`). `data.format: auto` takes the
     card's format, else what the method reads. Unpaired methods (KTO) unpair pairwise sources
     unless `data.unpair: false`; pairwise methods cannot use unpaired sources; a prompt-only source
@@ -70,6 +76,18 @@ def formats(data, card, want: str | None) -> tuple[str, bool]:
     else:
         source = data.format if data.format != "auto" else (want or "pairwise")
     want = want or ("unpaired" if data.unpair else source)
+    if source == "sft" and want != "sft":
+        raise DataError(
+            where,
+            None,
+            "format",
+            f"this method needs {NEEDS[want]}; the source holds SFT records (conversations, prompt + "
+            "completion, or text), which are for method 'sft'",
+        )
+    if source == "prompts" and want == "sft":
+        raise DataError(
+            where, None, "format", "method 'sft' needs completions; the source holds prompts only"
+        )
     if source == "prompts" and want != "prompts":
         raise DataError(
             where,
@@ -138,6 +156,11 @@ def _records(data, want: str | None) -> tuple[list[Record], list[Record], str, s
     if want == "prompts" and source_format != "prompts":
         train, held = prompts_of(train), prompts_of(held)
         log.info("%s: the prompts of %d %s training records", data_source, len(train), source_format)
+    if want == "sft" and source_format != "sft":
+        n = len(train)
+        train, held = sft_of(train), sft_of(held)
+        what = "chosen replies of" if source_format == "pairwise" else "desirable completions of"
+        log.info("%s: SFT on the %s %d training records (%d kept)", data_source, what, n, len(train))
     return train, held, source, data_source, stats, unpairing
 
 
@@ -153,6 +176,13 @@ def unpair(pairs: list[PairRecord]) -> list[UnpairedRecord]:
 def prompts_of(records: list[PairRecord] | list[UnpairedRecord]) -> list[PromptRecord]:
     """Each record's prompt alone: a method that samples its own responses reads nothing else."""
     return [PromptRecord(r.prompt, origin=r.origin) for r in records]
+
+
+def sft_of(records: list[PairRecord] | list[UnpairedRecord]) -> list[SFTRecord]:
+    """SFT on what the data prefers: each pair's chosen reply, each desirable completion."""
+    if records and isinstance(records[0], UnpairedRecord):
+        return [SFTRecord(r.prompt, r.completion, origin=r.origin) for r in records if r.label]
+    return [SFTRecord(r.prompt, r.chosen, origin=r.origin) for r in records]
 
 
 def tokenizer_fingerprint(tok) -> str:
@@ -175,6 +205,8 @@ def _record_json(r: Record) -> str:
         return json.dumps({"prompt": r.prompt, **answer}, sort_keys=True)
     if isinstance(r, UnpairedRecord):
         return json.dumps([r.prompt, r.completion, r.label], sort_keys=True)
+    if isinstance(r, SFTRecord):
+        return json.dumps({"sft": [r.prompt, r.completion]}, sort_keys=True)
     return json.dumps([r.prompt, r.chosen, r.rejected], sort_keys=True)
 
 
@@ -293,7 +325,13 @@ def _tokenize(tk: Tokenizer, records: list[Record], bad: list[list[Any]]) -> lis
     out = []
     for r in records:
         try:
-            ex = {PairRecord: tk.pair, UnpairedRecord: tk.unpaired, PromptRecord: tk.prompt}[type(r)](r)
+            kind = {
+                PairRecord: tk.pair,
+                UnpairedRecord: tk.unpaired,
+                PromptRecord: tk.prompt,
+                SFTRecord: tk.sft,
+            }
+            ex = kind[type(r)](r)
         except RecordError as e:
             bad.append([e.source, e.where, e.field, e.category, e.detail])
             continue

@@ -1,4 +1,4 @@
-"""Typed records: the one shape per source format (pairwise, unpaired, prompts) that rows become.
+"""Typed records: the one shape per source format (pairwise, unpaired, prompts, sft) that rows become.
 
 A record is either *plain* (prompt and completions are strings; no chat template) or
 *conversational* (prompt is a list of chat messages ending with a user turn, completions are lists
@@ -59,6 +59,21 @@ class PromptRecord:
     @property
     def conversational(self) -> bool:
         return isinstance(self.prompt, list)
+
+
+@dataclass(frozen=True)
+class SFTRecord:
+    """One supervised example. With a `prompt`, the loss is on `completion` only (text, or assistant
+    messages after a chat prompt). Without one, `completion` is plain text (loss on every token) or
+    a whole conversation (loss on every assistant turn)."""
+
+    prompt: Text | None
+    completion: Text
+    origin: str = ""
+
+    @property
+    def conversational(self) -> bool:
+        return isinstance(self.completion, list)
 
 
 def printable(text: str, limit: int = 200) -> str:

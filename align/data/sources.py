@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from align.data.parse import parse_pair, parse_prompt, parse_unpaired
+from align.data.parse_sft import SFT_FIELDS, parse_sft
 from align.data.readers import READERS, Row, RowOrError, numbered
 from align.data.records import (
     BadRecordsError,
@@ -21,6 +22,7 @@ from align.data.records import (
     PairRecord,
     PromptRecord,
     RecordError,
+    SFTRecord,
     UnpairedRecord,
 )
 from align.util.errors import DataError
@@ -30,7 +32,7 @@ log = logging.getLogger("align.data")
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
 UNPAIRED_FIELDS = ("prompt", "completion", "label")
 PROMPT_FIELDS = ("prompt", "answer")
-FIELDS = {"pairwise": PAIR_FIELDS, "unpaired": UNPAIRED_FIELDS, "prompts": PROMPT_FIELDS}
+FIELDS = {"pairwise": PAIR_FIELDS, "unpaired": UNPAIRED_FIELDS, "prompts": PROMPT_FIELDS, "sft": SFT_FIELDS}
 FORMATS = tuple(FIELDS)  # record formats a source (or data card) can hold
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 OFFLINE_HINT = (
@@ -99,13 +101,27 @@ def load_prompts(
     return _load(source, parse_prompt, PROMPT_FIELDS, columns, split, on_bad_record, stats, base_dir)
 
 
+def load_sft(
+    source: str,
+    *,
+    columns: Mapping[str, str] | None = None,
+    split: str | None = None,
+    on_bad_record: OnBadRecord = "error",
+    stats: LoadStats | None = None,
+    base_dir: Path | None = None,
+) -> tuple[list[SFTRecord], LoadStats]:
+    """Load SFT records (conversations, prompt + completion, or text; see parse_sft.py) with the
+    same reading, skipping and logging as `load_pairs`."""
+    return _load(source, parse_sft, SFT_FIELDS, columns, split, on_bad_record, stats, base_dir)
+
+
 def load_records(
     fmt: str, source: str, *, label_threshold: float | None = None, **kwargs: Any
-) -> tuple[list[PairRecord] | list[UnpairedRecord] | list[PromptRecord], LoadStats]:
+) -> tuple[list[PairRecord] | list[UnpairedRecord] | list[PromptRecord] | list[SFTRecord], LoadStats]:
     """Load the records of format `fmt` (one of FORMATS); `kwargs` as for `load_pairs`."""
     if fmt == "unpaired":
         return load_unpaired(source, label_threshold=label_threshold, **kwargs)
-    return {"pairwise": load_pairs, "prompts": load_prompts}[fmt](source, **kwargs)
+    return {"pairwise": load_pairs, "prompts": load_prompts, "sft": load_sft}[fmt](source, **kwargs)
 
 
 def _load(

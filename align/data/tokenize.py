@@ -32,6 +32,12 @@ turn's tail without its `<|im_start|>role` header, and SmolLM2's BOS *is* `<|im_
   becomes empty (log-ratio losses would be NaN) or whose chosen and rejected become identical (no
   preference left) is dropped and counted. Every kind of cut and drop has its own counter.
 
+SFT records (`sft()`) give `input_ids` and a `loss_mask`: a prompt + completion takes the paths
+above (loss on the completion); a conversation is rendered whole, the mask covering every
+assistant turn through its EOS; plain text is all loss tokens after the first, plus one EOS.
+Conversations and text have no prompt limit: they are cut from the right to `max_length`, and a
+record left without a loss token is dropped (`dropped_empty_completion`).
+
 Anything the tokenizer or template raises on one record's text becomes that record's
 `RecordError`, so `on_bad_record` decides, never a traceback.
 """
@@ -43,7 +49,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from align.data.records import Message, PairRecord, PromptRecord, RecordError, Text, UnpairedRecord
+from align.data.records import (
+    Message,
+    PairRecord,
+    PromptRecord,
+    RecordError,
+    SFTRecord,
+    Text,
+    UnpairedRecord,
+)
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
@@ -97,7 +111,8 @@ def record_error(origin: str, field: str | None, category: str, detail: str = ""
 
 
 class Tokenizer:
-    """Applies one TokenizeConfig with one tokenizer; `pair()` / `unpaired()` / `prompt()` return id lists."""
+    """Applies one TokenizeConfig with one tokenizer; `pair()` / `unpaired()` / `prompt()` / `sft()`
+    return id lists."""
 
     def __init__(self, tokenizer, config: TokenizeConfig) -> None:
         self.tok = tokenizer
@@ -157,15 +172,20 @@ class Tokenizer:
     def _encode(self, text: str, special: bool, origin: str, field_name: str) -> list[int]:
         return list(self._call(origin, field_name, self.tok, text, add_special_tokens=special)["input_ids"])
 
+    def _plain_ids(self, text: str, origin: str, field_name: str) -> list[int]:
+        """Text with the tokenizer's special tokens, and one BOS at most."""
+        ids = self._encode(text, True, origin, field_name)
+        if self.bos is not None and len(ids) > 1 and ids[0] == ids[1] == self.bos:
+            ids = ids[1:]  # the text already started with BOS
+        return ids
+
     # -- prompts -----------------------------------------------------------------------------
     def _prompt(self, prompt: Text, origin: str, events: Counter) -> tuple[Text, list[int]] | None:
         """(the prompt as it will be used, its ids) within max_prompt_length, or None to drop."""
         m = self.config.max_prompt_length
         if isinstance(prompt, list):
             return self._chat_prompt(prompt, origin, events)
-        ids = self._encode(prompt, True, origin, "prompt")
-        if self.bos is not None and len(ids) > 1 and ids[0] == ids[1] == self.bos:
-            ids = ids[1:]  # the text already started with BOS
+        ids = self._plain_ids(prompt, origin, "prompt")
         if len(ids) > m:
             events["prompt_tokens_cut"] += 1
             keep_bos = self.plain_bos and ids[0] == self.bos
@@ -299,6 +319,57 @@ class Tokenizer:
         if not c:
             return self._finish(events, None, "dropped_empty_completion")
         return self._finish(events, {"prompt_ids": p, "completion_ids": c, "label": rec.label})
+
+    def sft(self, rec: SFTRecord) -> dict | None:
+        """{input_ids, loss_mask} (1 = a token the loss is on; never the first) or None to drop.
+
+        Prompt + completion: the prompt path above, loss on the completion. A conversation: loss on
+        every assistant turn (`_conversation`). Plain text: loss on every token after the first,
+        with one EOS appended. Then everything is cut from the right to `max_length`."""
+        events = Counter(records=1)
+        if rec.prompt is not None:
+            fitted = self._prompt(rec.prompt, rec.origin, events)
+            if fitted is None:
+                return self._finish(events, None)
+            prompt, p = fitted
+            c = self._fit(p, self._completion(prompt, p, rec.completion, rec.origin, "completion"), events)
+            ids, mask = p + c, [0] * len(p) + [1] * len(c)
+        elif isinstance(rec.completion, list):
+            ids, mask = self._conversation(rec.completion, rec.origin)
+        else:
+            ids = self._plain_ids(rec.completion, rec.origin, "text")
+            ids = ids if ids and ids[-1] == self.eos else ids + [self.eos]
+            mask = [0] + [1] * (len(ids) - 1)
+        if len(ids) > self.config.max_length:
+            events["completion_truncated"] += 1
+            ids, mask = ids[: self.config.max_length], mask[: self.config.max_length]
+        if not any(mask):
+            return self._finish(events, None, "dropped_empty_completion")
+        return self._finish(events, {"input_ids": ids, "loss_mask": mask})
+
+    def _conversation(self, messages: list[Message], origin: str) -> tuple[list[int], list[int]]:
+        """The rendered conversation, and a mask over each assistant turn's tokens through its EOS
+        (what the template renders after EOS, ChatML's "\\n", is not trained on; nor is the
+        `<|im_start|>assistant` header). Each turn is found by rendering the conversation before it
+        with the generation prompt (`_completion`'s prefix check); a template that renders earlier
+        turns differently once later ones follow is refused for that record."""
+        full = self._chat_ids(messages, False, origin, "messages")
+        mask = [0] * len(full)
+        for i, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            p = self._chat_ids(messages[:i], True, origin, "messages")
+            c = self._completion(messages[:i], p, [message], origin, "messages")
+            if full[: len(p) + len(c)] != p + c:
+                raise record_error(
+                    origin,
+                    f"messages[{i}]",
+                    "turn not a prefix",
+                    "the chat template renders this turn differently once later turns follow (or ends "
+                    "it without EOS); use a template that renders every turn the same way",
+                )
+            mask[len(p) : len(p) + len(c)] = [1] * len(c)
+        return full, mask
 
     def prompt(self, rec: PromptRecord) -> dict | None:
         """{prompt_ids} (with the generation prompt, as sampling needs) or None when it must be dropped."""

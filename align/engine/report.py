@@ -22,6 +22,7 @@ SHOWN = [
     ("kl_ref/k3", "KL to the reference (k3, summed per response)", "{:.4f}"),
     ("response_length", "mean response length (tokens)", "{:.1f}"),
     ("eos", "responses that ended with EOS", "{:.1%}"),
+    ("perplexity", "perplexity (exp of the per-token loss)", "{:.3f}"),
     ("loss", "loss", "{:.4f}"),
 ]
 

@@ -11,6 +11,7 @@ view of the prepared data (PPO: the distinct prompts). One module per family:
   kto.py         kto
   reward.py      reward (Bradley-Terry)       ppo.py  ppo (+ ppo_phase.py, experience.py)
   online.py      rloo | grpo (+ online_phase.py; rollout_phase.py is shared with ppo)
+  sft.py         sft (supervised fine-tuning; no reference)
 
 The recipe (align/recipe.py) knows only the names (`METHOD_NAMES`); this registry checks each
 method's own keys (`check_recipe`), and `load_recipe` reads a recipe and checks both.
@@ -25,6 +26,7 @@ from align.methods.online import OnlineFactory
 from align.methods.ppo import PPOFactory
 from align.methods.preference import PairwiseFactory, PairwiseMethod
 from align.methods.reward import RewardFactory, RewardMethod
+from align.methods.sft import SFTFactory, SFTMethod
 from align.recipe import METHOD_NAMES, Recipe, read_recipe
 
 __all__ = [
@@ -32,12 +34,13 @@ __all__ = [
     "KTOMethod",
     "PairwiseMethod",
     "RewardMethod",
+    "SFTMethod",
     "build_method",
     "check_recipe",
     "load_recipe",
 ]
 
-METHODS: dict[str, PairwiseFactory | KTOFactory | RewardFactory | PPOFactory | OnlineFactory] = {
+METHODS: dict[str, PairwiseFactory | KTOFactory | RewardFactory | PPOFactory | OnlineFactory | SFTFactory] = {
     "reward": RewardFactory(),
     "ppo": PPOFactory(),
     "rloo": OnlineFactory("rloo"),
@@ -48,6 +51,7 @@ METHODS: dict[str, PairwiseFactory | KTOFactory | RewardFactory | PPOFactory | O
     "ipo": PairwiseFactory("ipo"),
     "hinge": PairwiseFactory("hinge"),
     **{name: PairwiseFactory(name) for name in ("dpo_norm", "rpo", "apo_zero", "simpo", "orpo")},
+    "sft": SFTFactory(),
 }
 assert set(METHODS) == set(METHOD_NAMES), "align.recipe.METHOD_NAMES and the registry must agree"
 

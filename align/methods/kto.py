@@ -98,9 +98,10 @@ class KTOFactory:
     def check_recipe(self, r: Recipe, where: str) -> None:
         if r.label_smoothing:
             raise RecipeError(f"{where}: label_smoothing applies to dpo/cdpo only, not 'kto'")
-        if r.data.format == "prompts":
+        if r.data.format in ("prompts", "sft"):
             raise RecipeError(
-                f"{where}: data.format: method 'kto' needs unpaired records (or pairs to unpair), not prompts"
+                f"{where}: data.format: method 'kto' needs unpaired records (or pairs to unpair), "
+                f"not {r.data.format}"
             )
         if r.data.format == "pairwise" and r.data.unpair is False:
             raise RecipeError(f"{where}: data.unpair: method 'kto' on pairwise data needs it true (or unset)")

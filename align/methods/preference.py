@@ -88,7 +88,7 @@ class PairwiseFactory:
                 f"{where}: reference: method '{r.method}' is reference-free (no reference forward); "
                 "remove the key"
             )
-        if r.data.format in ("unpaired", "prompts"):
+        if r.data.format in ("unpaired", "prompts", "sft"):
             raise RecipeError(f"{where}: data.format: method '{r.method}' needs pairwise data")
         if r.data.unpair:
             raise RecipeError(f"{where}: data.unpair: applies to kto only, not '{r.method}'")

@@ -62,7 +62,7 @@ class RewardFactory:
     def check_recipe(self, r: Recipe, where: str) -> None:
         if r.label_smoothing:
             raise RecipeError(f"{where}: label_smoothing applies to dpo/cdpo only, not 'reward'")
-        if r.data.format in ("unpaired", "prompts"):
+        if r.data.format in ("unpaired", "prompts", "sft"):
             raise RecipeError(f"{where}: data.format: method 'reward' needs pairwise data")
         if r.data.unpair:
             raise RecipeError(f"{where}: data.unpair: applies to kto only, not 'reward'")

@@ -17,6 +17,7 @@ from align.objectives.dpo import dpo_loss, dpo_norm_loss, hinge_loss, rpo_loss
 from align.objectives.ipo import ipo_loss
 from align.objectives.metrics import pairwise_metrics
 from align.objectives.reference_free import orpo_loss, simpo_loss
+from align.objectives.sft import sft_loss
 from align.objectives.types import ObjectiveOutput, PairLogps, SeqLogps
 
 
@@ -26,7 +27,7 @@ class ObjectiveSpec:
     `reference` is None for the objectives with needs_reference=False."""
 
     name: str
-    kind: str  # "pairwise" now; "unpaired" (kto), "reward", "ppo" later
+    kind: str  # "pairwise", or "sft" (policy log-probs only)
     fn: Callable[..., ObjectiveOutput]
     normalisation: str
     reference: str
@@ -102,7 +103,17 @@ PAIRWISE_OBJECTIVES: dict[str, ObjectiveSpec] = {
     )
 }
 
-OBJECTIVES: dict[str, ObjectiveSpec] = {**PAIRWISE_OBJECTIVES}
+# Supervised fine-tuning reads the policy's log-probs only: fn(policy, examples, tokens).
+SFT_OBJECTIVE = ObjectiveSpec(
+    name="sft",
+    kind="sft",
+    fn=sft_loss,
+    normalisation="per-token mean NLL over every loss token of the optimizer step (all micro-batches and "
+    "processes), as TRL's SFTTrainer with num_items_in_batch",
+    reference="Radford et al. 2018, Eq. 1 (token-averaged)",
+)
+
+OBJECTIVES: dict[str, ObjectiveSpec] = {**PAIRWISE_OBJECTIVES, "sft": SFT_OBJECTIVE}
 
 
 def get_objective(name: str) -> ObjectiveSpec:
@@ -119,6 +130,7 @@ def get_objective(name: str) -> ObjectiveSpec:
 __all__ = [
     "OBJECTIVES",
     "PAIRWISE_OBJECTIVES",
+    "SFT_OBJECTIVE",
     "ObjectiveOutput",
     "ObjectiveSpec",
     "PairLogps",
@@ -133,4 +145,5 @@ __all__ = [
     "pairwise_metrics",
     "rpo_loss",
     "simpo_loss",
+    "sft_loss",
 ]
