@@ -76,7 +76,7 @@ def test_unknown_name_without_close_match_lists_known():
     with pytest.raises(ValueError) as info:
         get_objective("zzzzzz")
     assert "Did you mean" not in str(info.value)
-    assert "apo_zero, dpo, dpo_norm, hinge, ipo, orpo, rpo, simpo." in str(info.value)
+    assert "apo_zero, dpo, dpo_norm, hinge, ipo, orpo, rpo, sft, simpo." in str(info.value)
 
 
 def test_spec_is_frozen():
