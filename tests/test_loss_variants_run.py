@@ -1,8 +1,9 @@
 """The new pairwise methods train end to end on the tiny model, and the reference-free ones (SimPO,
 ORPO) never switch the adapter off: no reference forward, in training or evaluation.
 
-Counted on the real run: every `PeftModel.disable_adapter` (the only way a reference is scored
-here: AdapterOffReference and precompute both go through it) and every `SequenceScorer.forward`.
+Counted on the real run: every `align.models.reference.adapter_off` (the only way a reference is
+scored here: AdapterOffReference and precompute both go through it) and every
+`SequenceScorer.forward`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from peft import PeftModel
 from run_helpers import adapter, run_tiny
 
+import align.models.reference as reference
 from align.models.logprobs import SequenceScorer
 
 
@@ -43,18 +44,18 @@ def runs(tmp_path_factory) -> dict[str, Counted]:
     out: dict[str, Counted] = {}
     for method, overrides in RUNS.items():
         counts = {"disables": 0, "forwards": 0}
-        disable, forward = PeftModel.disable_adapter, SequenceScorer.forward
+        disable, forward = reference.adapter_off, SequenceScorer.forward
 
-        def counting_disable(self, _orig=disable, _c=counts):
+        def counting_disable(model, _orig=disable, _c=counts):
             _c["disables"] += 1
-            return _orig(self)
+            return _orig(model)
 
         def counting_forward(self, *a, _orig=forward, _c=counts, **kw):
             _c["forwards"] += 1
             return _orig(self, *a, **kw)
 
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(PeftModel, "disable_adapter", counting_disable)
+            mp.setattr(reference, "adapter_off", counting_disable)
             mp.setattr(SequenceScorer, "forward", counting_forward)
             run_dir = tmp_path_factory.mktemp(method)
             summary = run_tiny(run_dir, f"method={method}", *overrides)
