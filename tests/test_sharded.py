@@ -163,6 +163,18 @@ def test_fsdp_reward_model_equals_one_process_and_resumes(tmp_path):
     assert max_abs_diff({**adapter(run), **_head(run)}, uninterrupted) < 1e-6
 
 
+def test_fsdp_sft_equals_one_process(tmp_path):
+    """SFT normalises by the step's loss tokens over all ranks; sharded it trains what one process does."""
+    args = ("method=sft", *COMMON)
+    one = tmp_path / "one"
+    run_tiny(one, "train.per_device_batch_size=4", *args)
+    run = tmp_path / "fsdp"
+    launch = [*FSDP_CPU, "--main_process_port", str(free_port())]
+    _finish(launch_accelerate(run, launch, "train.per_device_batch_size=2", *args), tmp_path / "f.log")
+    assert _manifest(run)["fsdp_units"] == ["", *LAYERS]
+    assert max_abs_diff(adapter(one), adapter(run)) < 2e-5
+
+
 def test_fsdp_grpo_equals_ddp(tmp_path):
     """GRPO (with its KL term, so the reference forward runs) under FSDP2 trains the adapter DDP
     trains: each rank samples its own prompts from full weights gathered for the rollout (no
