@@ -178,6 +178,9 @@ class PPOConfig:
     top_k: int = ranged(0, f"[0, {INT_MAX}]")  # 0: off
     top_p: float = ranged(1.0, "(0, 1]")
     backend: RolloutBackend = "auto"  # see RolloutBackend
+    compile_decode: bool = (
+        False  # torch.compile the fast backend's decode step (align/models/decode_compile.py)
+    )
     missing_eos_penalty: float | None = ranged(
         None, "[0, 1e6]"
     )  # subtracted from the score of a response without EOS
@@ -215,6 +218,9 @@ class OnlineConfig:
     top_k: int = ranged(0, f"[0, {INT_MAX}]")  # 0: off
     top_p: float = ranged(1.0, "(0, 1]")
     backend: RolloutBackend = "auto"  # see RolloutBackend
+    compile_decode: bool = (
+        False  # torch.compile the fast backend's decode step (align/models/decode_compile.py)
+    )
     missing_eos_penalty: float | None = ranged(None, "[0, 1e6]")  # subtracted from the score
     clip: float | None = ranged(0.2, "(0, 10]")  # ε_low; None: unclipped ratios (rloo only)
     clip_high: float | None = ranged(None, "(0, 10]")  # ε_high (DAPO's clip-higher); None: = clip

@@ -5,6 +5,7 @@ the lean static-cache path of align/models/decode.py) against plain `model.gener
     python bench/rollout_vs_generate.py --only generate     # the generate side alone
     python bench/rollout_vs_generate.py --only rollout      # both rollout backends, no generate
     python bench/rollout_vs_generate.py --model tiny-smollm2 --repeats 2   # smoke run
+    python bench/rollout_vs_generate.py --compile           # + the fast side with its decode step compiled
 
 Both sides sample the same batch (the first `--batch-size` prompts of align_prefs_v1 through the chat
 template, left-padded) with the same settings (temperature, top-k = 0: off, top-p = 1: off), from the
@@ -16,7 +17,9 @@ side runs `--warmup` untimed calls, then `--repeats` timed calls; the median cal
 Targets: rollout-hf >= 0.9x generate's tokens/s (issue 8), rollout-fast >= 2.5x. Until
 align.models.rollout exists, the generate side runs alone and a line says why. The fast side's first
 (warmup) call also merges and packs the weights; the timed calls reuse them, as rollouts between
-optimizer steps that touch only the LoRA linears re-merge those alone.
+optimizer steps that touch only the LoRA linears re-merge those alone. With `--compile` a fourth side,
+rollout-fast-compiled, runs the fast backend with `compile=True` (align/models/decode_compile.py);
+its warmup call also compiles (untimed; the line "compile warmup" gives its time).
 """
 
 from __future__ import annotations
@@ -32,7 +35,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ modules, also when imported by path
 
-TARGETS = {"rollout-hf": 0.9, "rollout-fast": 2.5}  # side / generate tokens/s, at least
+TARGETS = {
+    "rollout-hf": 0.9,
+    "rollout-fast": 2.5,
+    "rollout-fast-compiled": 2.5,
+}  # side / generate tokens/s, at least
 NEVER_SAMPLED = -1  # an EOS id for `sample` that no sampled token can equal: every row runs to the end
 
 
@@ -114,7 +121,12 @@ def sampling_settings(sample: Callable, a: argparse.Namespace):
 
 
 def rollout_call(
-    model, prompts: list[list[int]], a: argparse.Namespace, pad_id: int, backend: str = "hf"
+    model,
+    prompts: list[list[int]],
+    a: argparse.Namespace,
+    pad_id: int,
+    backend: str = "hf",
+    compile: bool = False,
 ) -> Callable[[], int]:
     """`align.models.rollout.sample` on `backend` (ImportError until it exists). The count is batch x
     max_new_tokens: no row can stop early (EOS id -1)."""
@@ -127,7 +139,16 @@ def rollout_call(
 
     def call() -> int:
         with torch.no_grad():
-            sample(model, prompts, sampling, NEVER_SAMPLED, pad_id, generator=generator, backend=backend)
+            sample(
+                model,
+                prompts,
+                sampling,
+                NEVER_SAMPLED,
+                pad_id,
+                generator=generator,
+                backend=backend,
+                compile=compile,
+            )
         return len(prompts) * a.max_new_tokens
 
     return call
@@ -173,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument(
+        "--compile", action="store_true", help="also time the fast side with its decode step compiled"
+    )
+    p.add_argument(
         "--only",
         choices=["generate", "rollout", "rollout-hf", "rollout-fast"],
         default=None,
@@ -195,13 +219,18 @@ def main(argv: list[str] | None = None) -> int:
     timings = []
     missing = None
     sides = {None: ["generate", "rollout-hf", "rollout-fast"], "rollout": ["rollout-hf", "rollout-fast"]}
-    for side in sides.get(a.only, [a.only]):
+    chosen = sides.get(a.only, [a.only])
+    if a.compile and "rollout-fast" in chosen:
+        chosen = [*chosen, "rollout-fast-compiled"]
+    notes = []
+    for side in chosen:
         try:
             if side == "generate":
                 call = generate_call(model, prompts, a, tok.pad_token_id)
             else:
+                backend = "fast" if side == "rollout-fast-compiled" else side.removeprefix("rollout-")
                 call = rollout_call(
-                    model, prompts, a, tok.pad_token_id, backend=side.removeprefix("rollout-")
+                    model, prompts, a, tok.pad_token_id, backend=backend, compile=side.endswith("compiled")
                 )
         except ImportError as e:
             missing = (
@@ -209,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             continue
         torch.manual_seed(a.seed)
+        if side == "rollout-fast-compiled":  # the first call compiles: untimed, reported
+            t = time.perf_counter()
+            call()
+            notes.append(f"compile warmup (first compiled call, untimed): {time.perf_counter() - t:.1f} s")
         timings.append(time_calls(side, call, a.warmup, a.repeats, sync))
     lens = [len(p) for p in prompts]
     print(
@@ -222,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print(report(timings))
+    for note in notes:
+        print(note)
     if missing:
         print(missing)
         return 2

@@ -195,3 +195,53 @@ def test_tiny_llama_fast_equals_hf_with_sampling():
         for b in ("fast", "hf")
     ]
     assert torch.equal(runs[0].response_ids, runs[1].response_ids)
+
+
+def test_compiled_decode_equals_eager_and_hf_without_recompiles(prompts, tok):
+    """compile=True (align/models/decode_compile.py, inductor on CPU): greedy tokens equal the eager
+    fast path's and `generate`'s, seeded sampling equals eager's, a second prompt length in the
+    same cache bucket reuses the graph (no recompile), and the cache length is bucketed."""
+    import torch._dynamo.utils as dynamo_utils
+
+    from align.models import decode_compile
+
+    m = add_lora(tiny_model(seed=2), LoraConfig(r=2, dropout=0.0)).eval()
+    randomize_lora_b(m)
+    short = [p[-k:] for p, k in zip(prompts, (3, 9, 5, 1))]
+    greedy = Sampling(max_new_tokens=10, temperature=0)
+    dynamo_utils.counters.clear()
+    compiled = sample(m, short, greedy, tok.eos_token_id, tok.pad_token_id, backend="fast", compile=True)
+    assert decode_compile.failed("cpu") is None
+    eager = sample(m, short, greedy, tok.eos_token_id, tok.pad_token_id, backend="fast")
+    assert torch.equal(compiled.response_ids, eager.response_ids)
+    want, logits = _greedy_reference(m, short, tok, 10)
+    for i in range(len(short)):
+        row = compiled.response_ids[i, : int(compiled.response_len[i])].tolist()
+        _assert_same_greedy(row, want[i], list(logits[i]))
+    s = Sampling(max_new_tokens=10, temperature=1.0, top_k=50)
+
+    def seeded(prompts, compile: bool):
+        g = torch.Generator().manual_seed(3)
+        r = sample(m, prompts, s, -1, tok.pad_token_id, generator=g, backend="fast", compile=compile)
+        return r.response_ids
+
+    longer = [p + [7] for p in short]  # Tp 9 -> 10: the same 64-column bucket
+    assert torch.equal(seeded(short, True), seeded(short, False))
+    assert torch.equal(seeded(longer, True), seeded(longer, False))
+    assert dynamo_utils.counters["stats"]["unique_graphs"] == 1  # one graph for every layer and step
+    assert decode_compile.cache_length(9 + 10) == 64 and decode_compile.cache_length(65) == 128
+
+
+@pytest.mark.parametrize("section, recipe", [("online", "online_tiny.yaml"), ("ppo", "ppo_tiny.yaml")])
+def test_compile_decode_recipe_key(section, recipe):
+    from pathlib import Path
+
+    from align.methods import load_recipe
+    from align.util.errors import RecipeError
+
+    path = Path(__file__).parent / recipe
+    assert getattr(load_recipe(path), section).compile_decode is False  # off unless asked for
+    on = load_recipe(path, [f"{section}.compile_decode=true", f"{section}.backend=fast"])
+    assert getattr(on, section).compile_decode is True
+    with pytest.raises(RecipeError, match=rf"{section}\.compile_decode .*backend 'hf'"):
+        load_recipe(path, [f"{section}.compile_decode=true", f"{section}.backend=hf"])

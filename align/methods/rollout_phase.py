@@ -56,7 +56,13 @@ def check_backend(r, section: str, where: str) -> None:
 
     from align.util.errors import RecipeError
 
-    if getattr(r, section).backend != "vllm":
+    cfg = getattr(r, section)
+    if cfg.compile_decode and cfg.backend in ("hf", "vllm"):
+        raise RecipeError(
+            f"{where}: {section}.compile_decode compiles the fast backend's decode step; "
+            f"backend {cfg.backend!r} does not run it (pick backend auto or fast, or drop compile_decode)"
+        )
+    if cfg.backend != "vllm":
         return
     from align.models.load import TINY_NAME
     from align.models.vllm_rollout import INSTALL_HINT, vllm_available
@@ -115,6 +121,7 @@ class RolloutPhase:
                 self.pad,
                 generator,
                 backend="fast" if sharded else self.c.backend,
+                compile=self.c.compile_decode,
             )
 
     def _vllm(self):

@@ -22,6 +22,8 @@ sits at column Tp + t with position plen[b] + t.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -57,10 +59,25 @@ def _kv_buffers(like: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tenso
     return _KV[key]
 
 
+@torch.library.custom_op("align::packed_linear", mutates_args=())
+def packed_linear(x: torch.Tensor, packed: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x @ weight.T through MKL's packed GEMM (`packed`: the weight packed for x's row count), as
+    an op of its own: a compiled step calls it as is (inductor lowers `mkl._mkl_linear` only for
+    weights frozen into the graph, and these change between rollouts)."""
+    return torch.ops.mkl._mkl_linear(x, packed, weight, None, x.shape[0])
+
+
+@packed_linear.register_fake
+def _(x: torch.Tensor, packed: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return x.new_empty((x.shape[0], weight.shape[0]))
+
+
 def _linear(x: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor | None) -> torch.Tensor:
     """x @ weight.T, through MKL's packed GEMM when a packed copy for x's rows exists."""
     if packed is None:
         return F.linear(x, weight)
+    if torch.compiler.is_compiling():
+        return packed_linear(x, packed, weight)
     return torch.ops.mkl._mkl_linear(x, packed, weight, None, x.shape[0])
 
 
@@ -70,15 +87,20 @@ class StaticDecoder:
     `prefill(ids, plen)` returns the logits of each row's last prompt token; each `step(tok)`
     appends one token per row and returns the next logits [B, V]."""
 
-    def __init__(self, weights: DecodeWeights, batch: int, max_len: int) -> None:
+    def __init__(
+        self, weights: DecodeWeights, batch: int, max_len: int, compiled: Callable | None = None
+    ) -> None:
         w = weights
         self.w = w
         dev, dtype = w.embed.device, w.embed.dtype
         shape = (len(w.layers), batch, w.kv_heads, max_len, w.head_dim)
         self.k, self.v = _kv_buffers(w.embed, shape)
+        self.k_layers, self.v_layers = self.k.unbind(0), self.v.unbind(0)  # [B, kv_heads, L, D] each
         self.mask = torch.zeros((batch, 1, 1, max_len), device=dev, dtype=dtype)
         self.max_len = max_len
         self.col = 0  # the next column to write
+        self.col_t = torch.zeros(1, dtype=torch.long, device=dev)  # the same, for `decode_layer`
+        self.compiled = compiled  # a compiled `decode_layer` (decode_compile.py), or None: eager
         self.pos = torch.zeros(batch, dtype=torch.long, device=dev)
         positions = torch.arange(max_len, device=dev)[None]
         cos, sin = w.rotary(self.mask.new_zeros(1), positions)  # [1, max_len, D], the model's own
@@ -94,8 +116,8 @@ class StaticDecoder:
         w, tp = self.w, ids.shape[1]
         first = tp - plen  # [B] column of each row's first real token
         cols = torch.arange(tp, device=ids.device)
-        self.mask.fill_(0.0)
-        self.mask[:, 0, 0, :tp].masked_fill_(cols[None] < first[:, None], float("-inf"))
+        self.mask.fill_(float("-inf"))  # a decode step opens its own column
+        self.mask[:, 0, 0, :tp].masked_fill_(cols[None] >= first[:, None], 0.0)
         real = cols[None] >= first[:, None]  # [B, Tp]
         rows, cidx = real.nonzero(as_tuple=True)  # row-major: rows packed one after another
         pos = cidx - first[rows]
@@ -132,34 +154,76 @@ class StaticDecoder:
     @torch.inference_mode()
     def step(self, tok: torch.Tensor) -> torch.Tensor:
         """Append token tok [B] to every row (column `col`, position `pos`); logits [B, V]."""
-        w, c, b = self.w, self.col, tok.shape[0]
+        c = self.col
         if c >= self.max_len:
             raise RuntimeError(f"decode: the static cache holds {self.max_len} columns")
-        nq, nkv, d, n = w.heads, w.kv_heads, w.head_dim, w.intermediate
+        self.mask[..., c] = 0.0  # the column this step writes (prefill masked every later one)
+        self.col_t.fill_(c)
+        w = self.w
+        dims = (w.heads, w.kv_heads, w.head_dim, w.intermediate, w.eps)
         cos, sin = self.cos[self.pos][:, None], self.sin[self.pos][:, None]  # [B, 1, D]
-        mask = self.mask[..., : c + 1]
         x = F.embedding(tok, w.embed)
-        for i, lw in enumerate(w.layers):
-            p_qkv, p_o, p_gu, p_down = lw.packed
-            qkv = _linear(_rms(x, lw.ln1, w.eps), lw.qkv, p_qkv)
-            qk = _rope(qkv[:, : (nq + nkv) * d].view(b, nq + nkv, d), cos, sin)
-            self.k[i, :, :, c] = qk[:, nq:]
-            self.v[i, :, :, c] = qkv[:, (nq + nkv) * d :].view(b, nkv, d)
-            # one query token: its heads, grouped by kv head, are the "queries" of that kv head
-            q = qk[:, :nq].reshape(b, nkv, self.group, d)
-            att = F.scaled_dot_product_attention(q, self.k[i, :, :, : c + 1], self.v[i, :, :, : c + 1], mask)
-            x = x + _linear(att.reshape(b, nq * d), lw.o, p_o)
-            gu = _linear(_rms(x, lw.ln2, w.eps), lw.gate_up, p_gu)
-            x = x + _linear(F.silu(gu[:, :n]) * gu[:, n:], lw.down, p_down)
-        self.col, self.pos = c + 1, self.pos + 1
+        if self.compiled is None:  # eager: attend to the columns written so far only
+            mask = self.mask[..., : c + 1]
+            for lw, k, v in zip(w.layers, self.k_layers, self.v_layers):
+                x = decode_layer(x, lw, k, v, mask, cos, sin, self.col_t, c + 1, dims)
+        else:  # fixed shapes: every column, the unwritten ones masked
+            self.compiled.begin_step()
+            for lw, k, v in zip(w.layers, self.k_layers, self.v_layers):
+                x = self.compiled(x, lw, k, v, self.mask, cos, sin, self.col_t, self.max_len, dims)
+        self.col = c + 1
+        self.pos.add_(1)
         return _linear(_rms(x, w.norm, w.eps), w.lm_head, w.lm_head_packed)
 
 
-def start(model: torch.nn.Module, ids: torch.Tensor, plen: torch.Tensor, max_new_tokens: int):
+def decode_layer(
+    x: torch.Tensor,
+    lw: LayerWeights,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    col: torch.Tensor,
+    upto: int,
+    dims: tuple[int, int, int, int, float],
+) -> torch.Tensor:
+    """One decoder layer of a decode step, a function of tensors (what `torch.compile` takes; every
+    layer has the same shapes, so one compiled graph serves all): hidden x [B, H] of the tokens at
+    cache column `col` ([1] long), RoPE cos/sin [B, 1, D] of their positions; writes their K/V into
+    this layer's cache k, v [B, kv_heads, L, D] in place and attends over columns [0, upto) with
+    the additive mask [B, 1, 1, upto]. dims: (heads, kv_heads, head_dim, intermediate, eps)."""
+    nq, nkv, d, n, eps = dims
+    b = x.shape[0]
+    p_qkv, p_o, p_gu, p_down = lw.packed
+    qkv = _linear(_rms(x, lw.ln1, eps), lw.qkv, p_qkv)
+    qk = _rope(qkv[:, : (nq + nkv) * d].view(b, nq + nkv, d), cos, sin)
+    k.index_copy_(2, col, qk[:, nq:, None])
+    v.index_copy_(2, col, qkv[:, (nq + nkv) * d :].view(b, nkv, 1, d))
+    # one query token: its heads, grouped by kv head, are the "queries" of that kv head
+    q = qk[:, :nq].reshape(b, nkv, nq // nkv, d)
+    att = F.scaled_dot_product_attention(q, k[:, :, :upto], v[:, :, :upto], mask)
+    x = x + _linear(att.reshape(b, nq * d), lw.o, p_o)
+    gu = _linear(_rms(x, lw.ln2, eps), lw.gate_up, p_gu)
+    return x + _linear(F.silu(gu[:, :n]) * gu[:, n:], lw.down, p_down)
+
+
+def start(
+    model: torch.nn.Module, ids: torch.Tensor, plen: torch.Tensor, max_new_tokens: int, compile: bool = False
+):
     """Prepare `model`'s weights, prefill the prompts; (first logits [B, V], step) for
-    `rollout.sample`'s loop. Raises ValueError when `unsupported(model)` gives a reason."""
+    `rollout.sample`'s loop. `compile`: the steps run a `torch.compile`d `decode_layer`
+    (decode_compile.py). Raises ValueError when `unsupported(model)` gives a reason."""
     reason = unsupported(model)
     if reason:
         raise ValueError(f"decode: the fast backend cannot run this model: {reason}")
-    decoder = StaticDecoder(prepare(model, ids.shape[0]), ids.shape[0], ids.shape[1] + max_new_tokens)
+    b, length = ids.shape[0], ids.shape[1] + max_new_tokens
+    w, compiled = prepare(model, b), None
+    if compile:
+        from align.models.decode_compile import CompiledLayer, cache_length
+
+        length, compiled = cache_length(length), CompiledLayer(ids.device)
+    decoder = StaticDecoder(w, b, length, compiled)
+    if compiled is not None:
+        compiled.prepare(w, decoder.k_layers, decoder.v_layers)
     return decoder.prefill(ids, plen), decoder.step

@@ -184,6 +184,7 @@ def sample(
     generator: torch.Generator | None = None,
     check_every: int = 8,
     backend: str = "auto",
+    compile: bool = False,
 ) -> Rollout:
     """Continue each prompt (token ids) with up to `sampling.max_new_tokens` tokens.
 
@@ -191,7 +192,8 @@ def sample(
     mode; `generator` (on the model's device) makes sampling reproducible. `backend`: "auto" (the
     lean static-cache path of align/models/decode.py when the model is supported, else HF),
     "fast" (that path or ValueError with the reason) or "hf" (the model's own forward). Both
-    backends feed the same loop and `pick`, so equal logits give equal tokens."""
+    backends feed the same loop and `pick`, so equal logits give equal tokens. `compile`: the fast
+    backend's decode step runs `torch.compile`d (align/models/decode_compile.py; hf ignores it)."""
     dev = next(model.parameters()).device
     ids, plen = left_pad(prompts, pad_token_id)
     ids, plen = ids.to(dev), plen.to(dev)
@@ -200,7 +202,7 @@ def sample(
     if backend_for(model, backend) == "fast":
         from align.models.decode import start
 
-        logits, step = start(model, ids, plen, sampling.max_new_tokens)
+        logits, step = start(model, ids, plen, sampling.max_new_tokens, compile=compile)
     else:
         logits, step = _hf_start(model, ids, plen)
     done = torch.zeros(n, dtype=torch.bool, device=dev)
