@@ -222,7 +222,7 @@ def start(
     if compile:
         from align.models.decode_compile import CompiledLayer, cache_length
 
-        length, compiled = cache_length(length), CompiledLayer(ids.device)
+        length, compiled = cache_length(length), CompiledLayer(ids.device, decode_layer)
     decoder = StaticDecoder(w, b, length, compiled)
     if compiled is not None:
         compiled.prepare(w, decoder.k_layers, decoder.v_layers)

@@ -24,8 +24,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from align.models.decode import DecodeWeights, decode_layer
-
 LENGTH_BUCKET = 64  # cache columns are a multiple of this with compile on (bounded recompiles)
 
 _COMPILED: dict[str, Callable] = {}
@@ -37,20 +35,21 @@ def cache_length(length: int) -> int:
     return -(-length // LENGTH_BUCKET) * LENGTH_BUCKET
 
 
-def _compiled(device_type: str) -> Callable:
+def _compiled(device_type: str, layer: Callable) -> Callable:
     if device_type not in _COMPILED:
         mode = "reduce-overhead" if device_type == "cuda" else None
-        _COMPILED[device_type] = torch.compile(decode_layer, dynamic=False, fullgraph=True, mode=mode)
+        _COMPILED[device_type] = torch.compile(layer, dynamic=False, fullgraph=True, mode=mode)
     return _COMPILED[device_type]
 
 
 class CompiledLayer:
-    """`decode_layer`, compiled for `device`, with the eager fallback described above."""
+    """`layer` (decode.py's `decode_layer`, handed in: this module does not import decode.py),
+    compiled for `device`, with the eager fallback described above."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.kind = device.type
+    def __init__(self, device: torch.device, layer: Callable) -> None:
+        self.kind, self.layer = device.type, layer
 
-    def prepare(self, w: DecodeWeights, k: Sequence[torch.Tensor], v: Sequence[torch.Tensor]) -> None:
+    def prepare(self, w, k: Sequence[torch.Tensor], v: Sequence[torch.Tensor]) -> None:
         """CUDA graphs: tensors whose address stays put between steps (and rollouts) are not
         copied into the graph's own buffers at every replay."""
         if self.kind != "cuda":
@@ -67,7 +66,7 @@ class CompiledLayer:
     def __call__(self, x: torch.Tensor, *args) -> torch.Tensor:
         if self.kind not in _FAILED:
             try:
-                return _compiled(self.kind)(x, *args)
+                return _compiled(self.kind, self.layer)(x, *args)
             except (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.TorchDynamoException) as e:
                 _FAILED[self.kind] = f"{type(e).__name__}: {str(e).strip().splitlines()[0]}"
                 warnings.warn(
@@ -77,7 +76,7 @@ class CompiledLayer:
                     RuntimeWarning,
                     stacklevel=2,
                 )
-        return decode_layer(x, *args)
+        return self.layer(x, *args)
 
 
 def failed(device_type: str) -> str | None:
