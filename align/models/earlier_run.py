@@ -13,7 +13,6 @@ see the same weights. Checks (`resolve_chain`) run before any model loads.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import yaml
 from torch import nn
 
 from align.util.errors import RecipeError
+from align.util.files import file_sha256
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 REFERENCE = "reference"  # adapter name of a `continue` run's frozen copy of the earlier adapter
@@ -45,14 +45,6 @@ class EarlierAdapter:
             "method": self.method,
             "adapter_sha256": self.sha256,
         }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_run_recipe(run_dir: Path, where: str) -> dict[str, Any]:
@@ -130,7 +122,7 @@ def _run_link(
             f"{key}: {root} has no finished adapter (missing adapter/{', adapter/'.join(missing)}); "
             f"finish it first: align train {root / 'recipe.yaml'} --resume"
         )
-    link = EarlierAdapter(adapter_dir, root, method, _sha256(adapter_dir / ADAPTER_WEIGHTS))
+    link = EarlierAdapter(adapter_dir, root, method, file_sha256(adapter_dir / ADAPTER_WEIGHTS))
     return link, model.get("adapter")
 
 
@@ -151,7 +143,7 @@ def _plain_link(root: Path, name: str, key: str) -> EarlierAdapter:
             f"{key}: {root} was trained on base model {recorded!r}, this run uses {name!r}; an adapter "
             "works only on its own base"
         )
-    return EarlierAdapter(root, None, None, _sha256(root / ADAPTER_WEIGHTS))
+    return EarlierAdapter(root, None, None, file_sha256(root / ADAPTER_WEIGHTS))
 
 
 def _same_base(recorded: str, name: str) -> bool:
