@@ -136,42 +136,47 @@ def _grad_norms(run: Path) -> list[float]:
     return [r["train/grad_norm"] for r in rows if "train/grad_norm" in r]
 
 
+def _one_and_sharded(tmp_path: Path, *args: str) -> tuple[Path, Path]:
+    """The same tiny run in one process (4 per step) and under FSDP2 (2 ranks x 2), one unit per layer."""
+    one = tmp_path / "one"
+    run_tiny(one, "train.per_device_batch_size=4", *args)
+    run = tmp_path / "fsdp"
+    launch = [*FSDP_CPU, "--main_process_port", str(free_port())]
+    _finish(launch_accelerate(run, launch, "train.per_device_batch_size=2", *args), tmp_path / "f.log")
+    assert _manifest(run)["fsdp_units"] == ["", *LAYERS]
+    return one, run
+
+
+def _resume_sharded(run: Path, tmp_path: Path, *args: str, recipe: Path = TINY) -> None:
+    """Drop the run's last checkpoint and final adapter, then resume it under FSDP2."""
+    shutil.rmtree(list_checkpoints(run)[-1])
+    shutil.rmtree(run / "adapter")
+    launch = [*FSDP_CPU, "--main_process_port", str(free_port())]
+    log = tmp_path / "resume.log"
+    _finish(launch_accelerate(run, launch, *args, "--resume", recipe=recipe, log=log), log)
+    assert "resumed from" in log.read_text()  # not a fresh start
+
+
 def test_fsdp_reward_model_equals_one_process_and_resumes(tmp_path):
     """The reward head sits in FSDP2's root unit, which stays unsharded between a forward and the
     next backward: the loop must clip the sharded parameters (the norm once lost the head's part).
     The head's bias gets no gradient from a pairwise loss (it cancels in r_c - r_r), so Adam turns
     rounding noise into steps of up to lr: it is compared only for staying near its start."""
     args = ("method=reward", "beta=0.1", *COMMON)
-    one = tmp_path / "one"
-    run_tiny(one, "train.per_device_batch_size=4", *args)
-    run = tmp_path / "fsdp"
-    launch = [*FSDP_CPU, "--main_process_port", str(free_port())]
-    _finish(launch_accelerate(run, launch, "train.per_device_batch_size=2", *args), tmp_path / "f.log")
-    assert _manifest(run)["fsdp_units"] == ["", *LAYERS]
+    one, run = _one_and_sharded(tmp_path, *args)
     assert max_abs_diff(adapter(one), adapter(run)) < 1e-5
     assert float((_head(one)["linear.weight"] - _head(run)["linear.weight"]).abs().max()) < 1e-5
     assert abs(float(_head(run)["linear.bias"])) < 3 * 1e-2  # three steps of at most lr
     assert _grad_norms(run) == pytest.approx(_grad_norms(one), rel=1e-5)
 
     uninterrupted = {**adapter(run), **_head(run)}
-    shutil.rmtree(list_checkpoints(run)[-1])
-    shutil.rmtree(run / "adapter")
-    launch = [*FSDP_CPU, "--main_process_port", str(free_port())]
-    log = tmp_path / "resume.log"
-    _finish(launch_accelerate(run, launch, "train.per_device_batch_size=2", *args, "--resume", log=log), log)
-    assert "resumed from" in log.read_text()
+    _resume_sharded(run, tmp_path, "train.per_device_batch_size=2", *args)
     assert max_abs_diff({**adapter(run), **_head(run)}, uninterrupted) < 1e-6
 
 
 def test_fsdp_sft_equals_one_process(tmp_path):
     """SFT normalises by the step's loss tokens over all ranks; sharded it trains what one process does."""
-    args = ("method=sft", *COMMON)
-    one = tmp_path / "one"
-    run_tiny(one, "train.per_device_batch_size=4", *args)
-    run = tmp_path / "fsdp"
-    launch = [*FSDP_CPU, "--main_process_port", str(free_port())]
-    _finish(launch_accelerate(run, launch, "train.per_device_batch_size=2", *args), tmp_path / "f.log")
-    assert _manifest(run)["fsdp_units"] == ["", *LAYERS]
+    one, run = _one_and_sharded(tmp_path, "method=sft", *COMMON)
     assert max_abs_diff(adapter(one), adapter(run)) < 2e-5
 
 
@@ -225,12 +230,7 @@ def test_fsdp_ppo_equals_ddp_and_resumes(tmp_path):
     assert max_abs_diff(weights(ddp), weights(run)) < 1e-6
 
     uninterrupted = weights(run)
-    shutil.rmtree(list_checkpoints(run)[-1])
-    shutil.rmtree(run / "adapter")
-    log = tmp_path / "resume.log"
-    launch = [*FSDP_CPU, "--main_process_port", str(free_port())]
-    _finish(launch_accelerate(run, launch, *args, "--resume", recipe=ppo, log=log), log)
-    assert "resumed from" in log.read_text()
+    _resume_sharded(run, tmp_path, *args, recipe=ppo)
     assert max_abs_diff(weights(run), uninterrupted) < 1e-6
 
 
