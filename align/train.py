@@ -16,7 +16,7 @@ import torch
 
 from align.data.batches import BatchPlan
 from align.data.prepare import PreparedData, label_counts, prepare
-from align.engine import precision
+from align.engine import precision, zero
 from align.engine.checkpoint import git_sha, package_versions
 from align.engine.loop import LoopParts, train, write_metrics
 from align.engine.precision import Precision
@@ -47,6 +47,7 @@ def make_accelerator(r: Recipe, prec: Precision):
     from accelerate import Accelerator
 
     cpu = r.cpu if r.cpu is not None else not torch.cuda.is_available()
+    extra = zero.accelerator_kwargs(torch.cuda.is_available()) if zero.deepspeed_launch() else {"cpu": cpu}
     trackers = []
     for t in r.log.trackers:
         if importlib.util.find_spec(t) is None:
@@ -61,7 +62,7 @@ def make_accelerator(r: Recipe, prec: Precision):
         # its per-run state only (the process group, PartialState, stays).
         AcceleratorState._reset_state()
     return Accelerator(
-        cpu=cpu, mixed_precision=prec.mixed_precision, log_with=trackers or None, project_dir=r.output_dir
+        mixed_precision=prec.mixed_precision, log_with=trackers or None, project_dir=r.output_dir, **extra
     )
 
 
@@ -115,6 +116,7 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
             f"{plan.global_micro * plan.accumulation} examples; lower the batch size or accumulation"
         )
     total = r.train.max_steps or math.ceil(r.train.epochs * plan.steps_per_epoch)
+    zero.configure(accelerator, plan.per_device, plan.accumulation, r.optim.max_grad_norm)  # DeepSpeed only
     if do_resume and (done := completed_summary(run_dir, total)) is not None:
         log.info("%s already finished %d steps; nothing to resume", run_dir, done["steps"])
         return {**done, "complete": True, "accelerator": accelerator}
@@ -160,6 +162,8 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
     manifest["start_from"] = [link.manifest() for link in chain]  # oldest first
     manifest["start_mode"] = r.model.adapter_mode if chain else None  # continue: the last one trains on
     manifest["fsdp_units"] = fsdp_units(w.model)  # one per decoder layer + the root, or []
+    manifest["zero_stage"] = zero.zero_stage(accelerator)  # DeepSpeed, else None
+    manifest["zero_partitioned"] = zero.partitioned(w.model)  # ZeRO-3 holds slices of the weights
     if main:
         write_text_atomic(run_dir / "recipe.yaml", dump_recipe(r))
         write_text_atomic(run_dir / "manifest.json", dumps_json(manifest, indent=1))
@@ -181,7 +185,8 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
             "examples": {"train": len(data.train), "eval": len(data.eval)},
             "rank_checksums": rank_checksums(accelerator, w.model),
         }
-        w.save_final(run_dir)
+        with zero.gathered(zero.trainable(w.optimizer)):  # ZeRO-3: what is saved, whole
+            w.save_final(run_dir)
         if main:
             write_text_atomic(run_dir / "summary.json", dumps_json(summary, indent=1))
         accelerator.wait_for_everyone()
@@ -195,11 +200,11 @@ def run(r: Recipe, resume: bool | None = None, overwrite: bool = False) -> dict[
 
 def rank_checksums(accelerator, model: torch.nn.Module) -> list[list[float]] | None:
     """[sum, sum of squares] of the trainable parameters on every rank: under DDP every rank must
-    hold the same weights (a mismatch is logged). None when the parameters are sharded (FSDP)."""
+    hold the same weights (a mismatch is logged). None when the parameters are sharded (FSDP, ZeRO-3)."""
     from torch.distributed.tensor import DTensor
 
     params = [p.detach() for p in model.parameters() if p.requires_grad]
-    if any(isinstance(p, DTensor) for p in params):
+    if any(isinstance(p, DTensor) for p in params) or zero.partitioned(model):
         return None
     local = torch.stack(
         [sum(p.double().sum() for p in params), sum((p.double() ** 2).sum() for p in params)]

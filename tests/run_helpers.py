@@ -136,14 +136,16 @@ def launch_accelerate(
     *overrides: str,
     log: Path | None = None,
     recipe: Path = TINY,
+    entry: tuple[str, ...] = ("-m", "align"),
     **env: str,
 ):
     """`accelerate launch <launch_args> -m align train tests/tiny.yaml output_dir=OUT ...` in the
-    background (FSDP configs, one "node" of a multi-node group, ...)."""
+    background (FSDP and DeepSpeed configs, one "node" of a multi-node group, ...); `entry`: what
+    runs instead of `-m align` (a script taking the same arguments)."""
     import subprocess
     import sys
 
-    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", *launch_args, "-m", "align", "train"]
+    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", *launch_args, *entry, "train"]
     cmd += [str(recipe), f"output_dir={out}", *overrides]
     handle = open(log or out.with_name(out.name + ".log"), "w")  # noqa: SIM115 - the process owns it
     return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=align_env(**env), cwd=ROOT)

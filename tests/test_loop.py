@@ -110,7 +110,7 @@ def test_run_directory_contents(tmp_path):
 
 def test_metric_values_nan_aware_means_and_per_step_counts():
     """A per-class metric averages only where it applies; `count/*` is a per-step total."""
-    from align.engine.loop import accumulate, metric_values
+    from align.engine.metrics import accumulate, metric_values
 
     sums, counts = {}, {}
     nan = float("nan")

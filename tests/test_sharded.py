@@ -4,7 +4,7 @@ FSDP2 (recipes/accelerate/fsdp_cpu_2proc.yaml) makes each decoder layer its own 
 the adapter one process trains, writes full (gathered) adapter and optimizer state, and resumes;
 its adapter-off reference, precomputed or live, runs the same forwards on every rank (uneven
 splits included, or a rank would wait forever in an all-gather). Two "nodes" rendezvous on
-loopback. DeepSpeed and FSDP1 are refused before anything loads.
+loopback. FSDP1 and DeepSpeed's stage 0 are refused before anything loads (ZeRO: tests/test_zero.py).
 """
 
 from __future__ import annotations
@@ -313,7 +313,10 @@ def test_memo_reference_runs_every_batch_once():
 @pytest.mark.parametrize(
     ("env", "says"),
     [
-        ({"ACCELERATE_USE_DEEPSPEED": "true"}, "DeepSpeed launches are not supported"),
+        (
+            {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "0"},
+            "DeepSpeed zero_stage 0 is not supported",
+        ),
         ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, "FSDP version 1 is not supported"),
         ({"ACCELERATE_USE_FSDP": "true"}, "FSDP version 1 is not supported"),  # accelerate's default
     ],
@@ -322,6 +325,8 @@ def test_unsupported_launch_is_refused(env, says):
     with pytest.raises(LaunchError, match=says):
         check_launch(env)
     check_launch({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"})
+    for stage in ("1", "2", "3"):
+        check_launch({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": stage})
 
 
 def test_deepspeed_launch_fails_before_loading(tmp_path):
@@ -331,13 +336,15 @@ def test_deepspeed_launch_fails_before_loading(tmp_path):
         cmd,
         capture_output=True,
         text=True,
-        env=align_env(ACCELERATE_USE_DEEPSPEED="true"),
+        env=align_env(ACCELERATE_USE_DEEPSPEED="true", ACCELERATE_DEEPSPEED_ZERO_STAGE="0"),
         cwd=ROOT,
         timeout=120,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert (
-        proc.stderr.strip().splitlines()[-1].startswith("align: error: DeepSpeed launches are not supported")
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith("align: error: DeepSpeed zero_stage 0 is not supported")
     )
     assert "Traceback" not in proc.stderr and not out.exists()
 
@@ -347,7 +354,14 @@ def test_deepspeed_launch_fails_before_loading(tmp_path):
 )
 def test_shipped_accelerate_configs_are_supported(path):
     cfg = yaml.safe_load(path.read_text())
-    assert cfg["distributed_type"] in ("MULTI_GPU", "FSDP")  # no DeepSpeed config is shipped
+    assert cfg["distributed_type"] in ("MULTI_GPU", "FSDP", "DEEPSPEED")
+    if cfg["distributed_type"] == "DEEPSPEED":
+        ds = cfg["deepspeed_config"]
+        if "deepspeed_config_file" in ds:
+            ds = json.loads((ROOT / ds["deepspeed_config_file"]).read_text())["zero_optimization"]
+        stage = ds.get("zero_stage", ds.get("stage"))
+        assert stage in (2, 3)
+        check_launch({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": str(stage)})
     if cfg["distributed_type"] == "FSDP":
         assert cfg["fsdp_config"]["fsdp_version"] == 2
         assert cfg["fsdp_config"]["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"

@@ -30,6 +30,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
+from align.engine import zero
 from align.engine.sharding import (
     full_optimizer_state,
     full_tensor,
@@ -202,7 +203,9 @@ def save_checkpoint(
     weights = adapter_state(peft_model)  # gathered on every rank (FSDP): same decision everywhere
     extra = {k: full_tensor(v) for k, v in (extra or {}).items()}  # a sharded head, gathered too
     check_finite({**weights, **(extra or {})}, f"checkpoint {final}")
-    optim_state = full_optimizer_state(optimizer)
+    optim_state = (
+        zero.full_optimizer_state(optimizer) if zero.is_zero(optimizer) else full_optimizer_state(optimizer)
+    )
     previous = list_checkpoints(run_dir)
     what = f"checkpoint {final} ({'the previous checkpoint ' + previous[-1].name + ' is intact' if previous else 'no earlier checkpoint'})"
 
@@ -247,12 +250,17 @@ def load_checkpoint(path: Path, accelerator, peft_model, optimizer, scheduler, l
     """Restore a checkpoint; `load_extra(tensors)` receives what `save_checkpoint` got as `extra`."""
     from peft import set_peft_model_state_dict
 
-    set_peft_model_state_dict(peft_model, load_file(path / "adapter_model.safetensors"))
+    with zero.gathered(zero.trainable(optimizer), modify=True):  # ZeRO-3: written whole, re-partitioned
+        set_peft_model_state_dict(peft_model, load_file(path / "adapter_model.safetensors"))
+        if load_extra is not None and (path / EXTRA_FILE).exists():
+            load_extra(load_file(path / EXTRA_FILE))
+        zero.load_master_weights(optimizer)  # ZeRO's fp32 copies of what was just loaded
     optim_state = torch.load(path / "optimizer.pt", weights_only=True)
-    optimizer.load_state_dict(shard_optimizer_state(optimizer, optim_state))
+    if zero.is_zero(optimizer):
+        zero.load_optimizer_state(optimizer, optim_state)
+    else:
+        optimizer.load_state_dict(shard_optimizer_state(optimizer, optim_state))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    if load_extra is not None and (path / EXTRA_FILE).exists():
-        load_extra(load_file(path / EXTRA_FILE))
     rng = path / f"rng_rank{accelerator.process_index}.safetensors"
     if rng.exists():  # a different world size keeps fresh RNG streams for new ranks
         _load_rng(rng)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import signal
 import time
 import warnings
@@ -33,8 +32,10 @@ import torch
 from tqdm.auto import tqdm
 
 from align.data.batches import BatchPlan
+from align.engine import zero
 from align.engine.checkpoint import CheckpointError, TrainState, save_checkpoint
 from align.engine.interrupt import StopRequest
+from align.engine.metrics import Collate, StepFn, accumulate, metric_values, reduce_sums
 from align.engine.sharding import full_tensor
 from align.objectives.types import ObjectiveOutput, mean_metrics
 from align.util.errors import Interrupted, TrainingError
@@ -42,9 +43,6 @@ from align.util.files import dumps_json
 from align.util.ranks import any_rank
 
 log = logging.getLogger("align.loop")
-
-StepFn = Callable[[Any, bool], ObjectiveOutput]
-Collate = Callable[[Sequence[int]], Any]
 
 
 @dataclass
@@ -87,74 +85,6 @@ class LoopParts:
     phase: Callable[[list[list[int]]], Phase] | None = None  # a rollout phase (PPO); None: plain steps
     extra_state: Callable[[], dict[str, torch.Tensor]] | None = None  # more state for checkpoints
     load_extra_state: Callable[[dict[str, torch.Tensor]], None] | None = None
-
-
-def reduce_sums(
-    accelerator, sums: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Sum per-rank sums and counts (per metric) across processes, in one all-reduce."""
-    keys = sorted(sums)
-    stacked = torch.stack([sums[k].float() for k in keys] + [counts[k].float() for k in keys])
-    stacked = accelerator.reduce(stacked.to(accelerator.device), reduction="sum").tolist()
-    return dict(zip(keys, stacked[: len(keys)])), dict(zip(keys, stacked[len(keys) :]))
-
-
-def metric_values(sums: dict[str, float], counts: dict[str, float], per: float = 1.0) -> dict[str, float]:
-    """Means over the examples where each metric is defined (NaN when none was); `count/*` metrics
-    are totals, divided by `per` (the number of optimizer steps in a training window)."""
-    out = {}
-    for k, total in sums.items():
-        if k.startswith("count/"):
-            out[k] = total / per
-        else:
-            out[k] = total / counts[k] if counts[k] > 0 else float("nan")
-    return out
-
-
-def accumulate(
-    sums: dict[str, torch.Tensor], counts: dict[str, torch.Tensor], merged: dict[str, torch.Tensor], w=None
-) -> None:
-    """Add per-example metrics (NaN = not applicable to that example), weighted by `w`."""
-    for k, v in merged.items():
-        defined = ~torch.isnan(v)
-        weight = defined.float() if w is None else defined.float() * w.to(v.device)
-        sums[k] = sums.get(k, 0) + (torch.where(defined, v, 0.0) * weight).sum()
-        counts[k] = counts.get(k, 0) + weight.sum()
-
-
-@dataclass
-class EvalSet:
-    """A held-out set: `collate(indices)` batches, scored by `step_fn(batch, False)`."""
-
-    n: int
-    collate: Collate
-    step_fn: StepFn
-    batch_size: int
-
-
-@torch.no_grad()
-def evaluate(accelerator, model: torch.nn.Module, ev: EvalSet, prefix: str = "eval") -> dict[str, float]:
-    """Mean metrics over the whole held-out set; every rank runs the same number of batches
-    (the last ones padded with weight-0 repeats) so sharded wrappers never hang."""
-    if ev.n == 0:
-        return {}
-    rank, world = accelerator.process_index, accelerator.num_processes
-    mine = list(range(rank, ev.n, world))
-    per_rank = math.ceil(ev.n / world)
-    weights = [1.0] * len(mine) + [0.0] * (per_rank - len(mine))
-    mine = mine + [mine[0] if mine else 0] * (per_rank - len(mine))
-    was_training = model.training
-    model.eval()
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, torch.Tensor] = {}
-    for start in range(0, per_rank, ev.batch_size):
-        batch = ev.collate(mine[start : start + ev.batch_size]).to(accelerator.device)
-        w = torch.tensor(weights[start : start + ev.batch_size])
-        merged = {k: v.cpu() for k, v in mean_metrics([ev.step_fn(batch, False)]).items()}
-        accumulate(sums, counts, merged, w)
-    model.train(was_training)
-    values = metric_values(*reduce_sums(accelerator, sums, counts))
-    return {f"{prefix}/{k}": v for k, v in values.items()}
 
 
 def write_metrics(parts: LoopParts, step: int, metrics: dict[str, float]) -> None:
@@ -279,16 +209,17 @@ def train(parts: LoopParts, state: TrainState) -> TrainState:
                 write_metrics(parts, state.step, parts.eval_fn())
             saved = parts.save_every and state.step % parts.save_every == 0
             if saved or stop_now:
-                path = save_checkpoint(
-                    parts.run_dir,
-                    state,
-                    acc,
-                    parts.peft_model,
-                    parts.optimizer,
-                    parts.scheduler,
-                    parts.keep_checkpoints,
-                    extra=parts.extra_state() if parts.extra_state else None,
-                )
+                with zero.gathered(zero.trainable(parts.optimizer)):  # ZeRO-3: heads and adapters whole
+                    path = save_checkpoint(
+                        parts.run_dir,
+                        state,
+                        acc,
+                        parts.peft_model,
+                        parts.optimizer,
+                        parts.scheduler,
+                        parts.keep_checkpoints,
+                        extra=parts.extra_state() if parts.extra_state else None,
+                    )
             if stop_now and state.step < state.total_steps:
                 bar.close()
                 raise Interrupted(
@@ -317,6 +248,9 @@ def _update(
     """Accumulate `update`'s micro-batches, then step the optimizer (or skip a non-finite update).
     Returns (consecutive bad updates, whether any rank asked to stop)."""
     acc = parts.accelerator
+    ds = zero.engine(acc)
+    if ds is not None:
+        return _update_deepspeed(parts, ds, state, window, update, indices, bad_run, stop)
     outputs: list[ObjectiveOutput] = []
     for k, cpu_batch in enumerate(update.batches):
         window.tokens += int(cpu_batch.attention_mask.sum())  # on the host: no device sync
@@ -363,6 +297,51 @@ def _update(
     return bad_run, stop_now
 
 
+def _update_deepspeed(
+    parts: LoopParts, ds, state: TrainState, window: Window, update: Update, indices, bad_run: int, stop
+) -> tuple[int, bool]:
+    """`_update` when DeepSpeed's engine owns the step (align/engine/zero.py): the same divisor and
+    boundaries, the engine's clipping and its skip of a non-finite step."""
+    acc = parts.accelerator
+    outputs: list[ObjectiveOutput] = []
+    for k, cpu_batch in enumerate(update.batches):
+        window.tokens += int(cpu_batch.attention_mask.sum())
+        ds.set_gradient_accumulation_boundary(k == len(update.batches) - 1)
+        out = parts.step_fn(cpu_batch.to(acc.device), True)
+        ds.backward(out.loss.sum() / update.divisor, scale_wrt_gas=False)
+        outputs.append(out)
+    loss_sum = torch.stack([o.loss.detach().float().sum() for o in outputs]).sum()
+    bad_loss, stop_now = any_rank(
+        torch.stack([~torch.isfinite(loss_sum), torch.tensor(stop.requested, device=loss_sum.device)])
+    )
+    ds.step()  # reduce, clip, skip when the gradient norm is not finite, step
+    skipped = bool(getattr(ds.optimizer, "overflow", False))
+    fp16 = ds.fp16_enabled()
+    if bad_loss and not skipped:
+        raise TrainingError(
+            f"step {state.step + 1}: non-finite loss, and DeepSpeed applied the update (it skips only "
+            f"a non-finite gradient norm); {_last_checkpoint(parts)}. Resume from it with a lower optim.lr"
+        )
+    if skipped and fp16 and not bad_loss:
+        log.info(
+            "step %d: fp16 gradient overflow; DeepSpeed skipped the update, loss scale lowered",
+            state.step + 1,
+        )
+    elif skipped:
+        bad_run += 1
+        state.skipped_steps += 1
+        _report_bad_step(parts, state, indices, bad_run)
+    else:
+        bad_run = 0
+        norm = ds.get_global_grad_norm()
+        norm = torch.as_tensor(norm if norm is not None else float("nan"), dtype=torch.float32)
+        window.add(outputs, norm if parts.max_grad_norm is not None else None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*optimizer.step")
+        parts.scheduler.step()  # align's schedule, as without DeepSpeed (the engine has none)
+    return bad_run, stop_now
+
+
 def _report_bad_step(parts: LoopParts, state: TrainState, indices: list[int], bad_run: int) -> None:
     where = ", ".join(parts.describe(indices)) if parts.describe else f"examples {indices}"
     log.warning(
@@ -374,11 +353,15 @@ def _report_bad_step(parts: LoopParts, state: TrainState, indices: list[int], ba
     )
 
 
-def _diverged_message(parts: LoopParts, state: TrainState, bad_run: int) -> str:
+def _last_checkpoint(parts: LoopParts) -> str:
     from align.engine.checkpoint import list_checkpoints
 
     ckpts = list_checkpoints(parts.run_dir)
-    last = f"the last good checkpoint is {ckpts[-1]}" if ckpts else "no checkpoint was written"
+    return f"the last good checkpoint is {ckpts[-1]}" if ckpts else "no checkpoint was written"
+
+
+def _diverged_message(parts: LoopParts, state: TrainState, bad_run: int) -> str:
+    last = _last_checkpoint(parts)
     return (
         f"stopped at step {state.step}: {bad_run} consecutive steps had a non-finite loss or gradient "
         f"(updates skipped; train.max_bad_steps={parts.max_bad_steps}); {last}. "

@@ -15,14 +15,14 @@
   the root unit. Methods that run the model outside `forward` (scoring without grad) are
   registered as FSDP forward methods (`fsdp_forward_methods`); rollouts gather the full weights
   once and sample without collectives (align/models/rollout.py: `full_weights`).
-- DeepSpeed and FSDP1 are refused before anything loads (`check_launch`): DeepSpeed's engine
-  steps, clips and scales inside `backward`, which bypasses the loop's explicit accumulation and
-  its skip of non-finite steps; FSDP1 has no CPU path in Accelerate and flattens parameters, so
-  the gathering here would not apply.
+- DeepSpeed ZeRO is align/engine/zero.py. FSDP1 is refused before anything loads
+  (`check_launch`): it has no CPU path in Accelerate and flattens parameters, so the gathering
+  here would not apply.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Mapping
@@ -40,13 +40,21 @@ class LaunchError(AlignError):
 
 
 def check_launch(env: Mapping[str, str] = os.environ) -> None:
-    """Refuse DeepSpeed and FSDP1 launches (read from the variables `accelerate launch` sets)."""
+    """Refuse launches align cannot run (read from the variables `accelerate launch` sets): FSDP1,
+    DeepSpeed without the package, and ZeRO stage 0 (plain data parallelism: use DDP)."""
     if env.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
-        raise LaunchError(
-            "DeepSpeed launches are not supported (its engine steps the optimizer inside backward, "
-            "bypassing align's gradient accumulation, clipping and non-finite-step skipping); to shard, "
-            "use FSDP2: accelerate launch --config_file recipes/accelerate/fsdp.yaml -m align train ..."
-        )
+        if importlib.util.find_spec("deepspeed") is None:
+            raise LaunchError(
+                "the accelerate config asks for DeepSpeed, which is not installed: pip install deepspeed "
+                "(DS_BUILD_OPS=0 is enough: align uses torch's AdamW), or launch with "
+                "recipes/accelerate/fsdp.yaml"
+            )
+        stage = env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+        if stage not in ("1", "2", "3"):
+            raise LaunchError(
+                f"DeepSpeed zero_stage {stage} is not supported; use zero_stage 2 or 3 "
+                "(recipes/accelerate/zero2.yaml, zero3.yaml), or DDP for plain data parallelism"
+            )
     if env.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and env.get("FSDP_VERSION", "1") != "2":
         raise LaunchError(
             f"FSDP version {env.get('FSDP_VERSION', '1')} is not supported; set fsdp_version: 2 in the "
@@ -106,8 +114,15 @@ def full_tensor(t: Any) -> Any:
 def full_trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """`module.state_dict()` with every trainable entry gathered to a full tensor (frozen sharded
     entries stay as they are: nothing of the base is gathered). Every rank must call it."""
+    from align.util.zero3 import gathered, partitioned
+
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
-    return {k: full_tensor(v) if k in trainable else v for k, v in module.state_dict().items()}
+    with gathered(p for p in module.parameters() if p.requires_grad):  # ZeRO-3: whole, then copied
+        copy = partitioned(module)
+        return {
+            k: (full_tensor(v).clone() if copy else full_tensor(v)) if k in trainable else v
+            for k, v in module.state_dict().items()
+        }
 
 
 def full_optimizer_state(optimizer) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from align.engine.zero import keep_param_order
 from align.recipe import Recipe
 
 
@@ -54,4 +55,5 @@ def optimizer_for(r: Recipe, module: torch.nn.Module, updates: int):
         eps=r.optim.adam_eps,
         weight_decay=r.optim.weight_decay,
     )
+    keep_param_order(optimizer)  # ZeRO flattens its groups; checkpoints name parameters as here
     return optimizer, lr_schedule(r, optimizer, updates)

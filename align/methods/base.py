@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from align.data.batches import collate_pairs
 from align.engine.checkpoint import save_adapter
-from align.engine.loop import EvalSet, evaluate
+from align.engine.metrics import EvalSet, evaluate
 from align.engine.wired import Wired, optimizer_for
 from align.models.logprobs import SequenceScorer
 from align.models.reference import AdapterOffReference, MemoReference, precompute, reference_cache_key

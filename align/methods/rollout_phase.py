@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from align.engine.loop import EvalSet, Phase, Update, evaluate
+from align.engine.loop import Phase, Update
+from align.engine.metrics import EvalSet, evaluate
 from align.engine.wired import Wired
 from align.methods.accuracy import greedy_accuracy
 from align.methods.experience import RowBatch, minibatch_updates
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class PromptIndices:
-    """A held-out batch for `align.engine.loop.evaluate`: just which prompts (sampling happens in the step)."""
+    """A held-out batch for `align.engine.metrics.evaluate`: just which prompts (sampling happens in the step)."""
 
     idx: list[int]
 

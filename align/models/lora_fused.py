@@ -8,7 +8,8 @@ layer's output go away in forward and one in backward; the numbers are the same 
 rounding (tested against PEFT's own forward, values and gradients).
 
 Only the plain case is fused: one active adapter, no variant (DoRA, ...), not merged, adapter on,
-no LoRA bias, no extra call arguments, matching dtypes. Anything else calls PEFT's forward.
+no LoRA bias, no extra call arguments, matching dtypes, not partitioned by ZeRO-3. Anything else
+calls PEFT's forward.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         or name not in self.lora_A
         or name in self.lora_variant
         or self.lora_B[name].bias is not None
+        or hasattr(self.lora_B[name].weight, "ds_id")  # ZeRO-3: a slice until lora_B's forward gathers it
         or not _same_dtypes(self, name, x)
     ):
         return type(self).forward(self, x, *args, **kwargs)

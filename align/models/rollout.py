@@ -131,20 +131,32 @@ def _hf_start(model: torch.nn.Module, ids: torch.Tensor, plen: torch.Tensor):
 
 @contextlib.contextmanager
 def full_weights(root: torch.nn.Module) -> Iterator[bool]:
-    """Under FSDP2, every unit of `root` (the prepared model) holds its full parameters inside the
-    block, and is resharded after it; yields whether anything was sharded. It is a collective:
+    """Under FSDP2 (or ZeRO-3), every unit of `root` (the prepared model) holds its full parameters
+    inside the block, and is resharded after it; yields whether anything was sharded. It is a collective:
     every rank enters together. Sampling inside must be the fast path, which reads the weights
     and calls no module forward (an FSDP forward all-gathers, and ranks that stop after different
     numbers of tokens would wait on each other forever). The sampling weights are rebuilt, not
     reused: FSDP writes the gathered values without bumping the version counters that the cache
-    of align/models/decode_weights.py compares."""
+    of align/models/decode_weights.py compares (nor does DeepSpeed's ZeRO-1/2 step)."""
     from torch.distributed.fsdp import FSDPModule
 
+    from align.models import decode_weights
+    from align.util.zero3 import deepspeed_managed, gathered, partitioned
+
+    if partitioned(root):  # ZeRO-3: the same, through DeepSpeed's gather
+        with gathered(root.parameters()):
+            decode_weights.forget(root)
+            try:
+                yield True
+            finally:
+                decode_weights.forget(root)
+        return
     units = [m for m in root.modules() if isinstance(m, FSDPModule)]
     if not units:
+        if deepspeed_managed(root):  # ZeRO-1/2: whole weights, updated unseen by the buffers' check
+            decode_weights.forget(root)
         yield False
         return
-    from align.models import decode_weights
 
     for unit in units:
         unit.unshard()
