@@ -214,6 +214,22 @@ def test_ipo_normalization_only_for_ipo():
     assert load_recipe(TINY, ["method=ipo", "ipo_normalization=sum"]).ipo_normalization == "sum"
 
 
+@pytest.mark.parametrize(
+    ("recipe", "method"),
+    [
+        (TINY, "kto"),
+        (TINY, "reward"),
+        (ROOT / "tests" / "ppo_tiny.yaml", "ppo"),
+        (ROOT / "tests" / "online_tiny.yaml", "rloo"),
+        (ROOT / "tests" / "online_tiny.yaml", "grpo"),
+    ],
+)
+def test_ipo_normalization_is_refused_by_the_methods_that_would_ignore_it(recipe, method):
+    assert load_recipe(recipe, [f"method={method}"]).method == method  # the recipe is good without it
+    with pytest.raises(RecipeError, match=rf"ipo_normalization applies to ipo only, not '{method}'"):
+        load_recipe(recipe, [f"method={method}", "ipo_normalization=sum"])
+
+
 def test_data_card_and_path_both_or_neither_rejected():
     with pytest.raises(RecipeError, match="set exactly one of data.card or data.path"):
         load_recipe(TINY, ["data.path=prefs.jsonl"])

@@ -8,7 +8,8 @@ Which one a row is comes from the columns it has (after `data.columns` mapping),
    as for unpaired data): the loss is on the completion only.
 3. `text`: a plain string; the loss is on every token.
 
-Extra columns are ignored, as for the other formats. The checks are those of parse.py.
+Extra columns are ignored, as for the other formats. The checks are those of parse.py and
+conversation.py.
 """
 
 from __future__ import annotations
@@ -16,16 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from align.data.parse import (
-    _Bad,
-    _check_row,
-    _column_lookup,
-    _messages,
-    _names,
-    _normalise,
-    _present,
-    _text,
-)
+from align.data.conversation import _Bad, _messages, _text
+from align.data.parse import _check_row, _column_lookup, _names, _normalise, _present
 from align.data.records import Message, RecordError, SFTRecord
 
 SFT_FIELDS = ("messages", "prompt", "completion", "text")

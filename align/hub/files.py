@@ -21,6 +21,7 @@ import yaml
 from align.engine.checkpoint import list_checkpoints
 from align.hub.card import ADAPTER_FILES, RUN_FILES, RunRecord, model_card, portable_base
 from align.util.errors import PushError
+from align.util.run_recipe import read_run_recipe
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,7 @@ def read_run(run_dir: Path) -> RunRecord:
             f"{run_dir} is not a finished run: missing {', '.join(missing)}{hint}; nothing was uploaded"
         )
     manifest, summary = _json(run_dir / "manifest.json"), _json(run_dir / "summary.json")
-    try:
-        recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise PushError(
-            f"{run_dir / 'recipe.yaml'}: cannot read it ({type(e).__name__}); nothing was uploaded"
-        ) from None
-    if not isinstance(recipe, dict):
-        raise PushError(f"{run_dir / 'recipe.yaml'}: not a recipe mapping; nothing was uploaded")
+    recipe = read_run_recipe(run_dir, PushError, tail="; nothing was uploaded")
     total, steps = manifest.get("total_steps"), summary.get("steps")
     if isinstance(total, int) and (not isinstance(steps, int) or steps < total):
         raise PushError(

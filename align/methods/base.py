@@ -30,14 +30,16 @@ METHOD_KEYS = (("rpo_alpha", "rpo"), ("simpo_gamma", "simpo"))
 
 
 def check_sections(r: Recipe, where: str) -> None:
-    """The `reward:`, `ppo:` and `online:` sections (and METHOD_KEYS) configure their methods only:
-    set elsewhere they are a mistake (e.g. a PPO recipe whose method line was changed), not something
-    to ignore."""
+    """The `reward:`, `ppo:` and `online:` sections (and METHOD_KEYS, ipo_normalization) configure
+    their methods only: set elsewhere they are a mistake (e.g. a PPO recipe whose method line was
+    changed), not something to ignore. Every method's check_recipe ends here."""
     from align.recipe import OnlineConfig, PPOConfig, RewardConfig
 
     for key, owner in METHOD_KEYS:
         if r.method != owner and getattr(r, key) is not None:
             raise RecipeError(f"{where}: {key}: applies to method '{owner}' only, not '{r.method}'")
+    if r.ipo_normalization != "mean" and r.method != "ipo":  # "mean": the recipe's default
+        raise RecipeError(f"{where}: ipo_normalization applies to ipo only, not '{r.method}'")
 
     sections = (
         ("reward", RewardConfig(), ("reward",)),

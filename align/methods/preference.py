@@ -81,8 +81,6 @@ class PairwiseFactory:
             raise RecipeError(f"{where}: label_smoothing must be in [0, 0.5)")
         if self.require_smoothing and r.label_smoothing <= 0:
             raise RecipeError(f"{where}: method 'cdpo' needs label_smoothing > 0 (e.g. 0.1)")
-        if r.ipo_normalization != "mean" and self.objective != "ipo":
-            raise RecipeError(f"{where}: ipo_normalization applies to ipo only, not '{r.method}'")
         if r.reference == "precompute" and not PAIRWISE_OBJECTIVES[self.objective].needs_reference:
             raise RecipeError(
                 f"{where}: reference: method '{r.method}' is reference-free (no reference forward); "

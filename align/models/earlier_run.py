@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from torch import nn
 
 from align.util.errors import RecipeError
 from align.util.files import file_sha256
+from align.util.run_recipe import read_run_recipe
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 REFERENCE = "reference"  # adapter name of a `continue` run's frozen copy of the earlier adapter
@@ -45,18 +45,6 @@ class EarlierAdapter:
             "method": self.method,
             "adapter_sha256": self.sha256,
         }
-
-
-def _read_run_recipe(run_dir: Path, where: str) -> dict[str, Any]:
-    try:
-        recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise RecipeError(
-            f"{where}: cannot read {run_dir / 'recipe.yaml'} ({type(e).__name__}: {e})"
-        ) from None
-    if not isinstance(recipe, dict):
-        raise RecipeError(f"{where}: {run_dir / 'recipe.yaml'} is not a recipe mapping")
-    return recipe
 
 
 def resolve_chain(
@@ -96,7 +84,7 @@ def resolve_chain(
 def _run_link(
     root: Path, name: str, revision: str | None, seed: int, key: str
 ) -> tuple[EarlierAdapter, str | None]:
-    recipe = _read_run_recipe(root, key)
+    recipe = read_run_recipe(root, RecipeError, key)
     method = recipe.get("method")
     if method == "reward":
         raise RecipeError(

@@ -20,6 +20,7 @@ from align.models.adapters import HEAD_FILE, REWARD, ScalarHead, load_full_state
 from align.models.logprobs import causal_lm, decoder_layer_classes, packed_hidden
 from align.models.rollout import Rollout
 from align.util.errors import RecipeError
+from align.util.run_recipe import RECIPE_FILE, read_run_recipe
 
 
 def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -85,15 +86,14 @@ class RewardScorer(nn.Module):
 
 def read_reward_run(run_dir: str | Path, where: str, key: str | None = "ppo.reward_run") -> tuple[Path, dict]:
     """(adapter directory, the run's recipe) of a finished `method: reward` run, or a RecipeError
-    that says what is missing; `key` names the recipe key that gave it (None: `where` does)."""
-    import yaml
-
+    that says what is missing or unreadable; `key` names the recipe key that gave it (None: `where`
+    does)."""
     where = f"{where}: {key}" if key else where
     root = Path(run_dir).expanduser()
     adapter = root / "adapter"
     missing = [
         p.name
-        for p in (root / "recipe.yaml", adapter / "adapter_config.json", adapter / HEAD_FILE)
+        for p in (root / RECIPE_FILE, adapter / "adapter_config.json", adapter / HEAD_FILE)
         if not p.exists()
     ]
     if not root.is_dir() or missing:
@@ -102,7 +102,7 @@ def read_reward_run(run_dir: str | Path, where: str, key: str | None = "ppo.rewa
             + (f" (missing {', '.join(missing)})" if root.is_dir() else " (no such directory)")
             + "; train one with `align train recipes/smollm2/reward.yaml`"
         )
-    recipe = yaml.safe_load((root / "recipe.yaml").read_text()) or {}
+    recipe = read_run_recipe(root, RecipeError, where)
     if recipe.get("method") != "reward":
         raise RecipeError(f"{where}: {root} is a '{recipe.get('method')}' run, not a reward model run")
     return adapter, recipe
