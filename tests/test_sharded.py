@@ -365,4 +365,9 @@ def test_shipped_accelerate_configs_are_supported(path):
     if cfg["distributed_type"] == "FSDP":
         assert cfg["fsdp_config"]["fsdp_version"] == 2
         assert cfg["fsdp_config"]["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
-    assert cfg.get("mixed_precision") in ("no", "bf16", "fp16")
+    if "deepspeed_config_file" in cfg.get("deepspeed_config", {}):  # the file says it; Accelerate
+        ds = json.loads((ROOT / cfg["deepspeed_config"]["deepspeed_config_file"]).read_text())
+        assert "mixed_precision" not in cfg  # refuses the key beside a file
+        assert {"bf16", "fp16"} <= ds.keys()
+    else:
+        assert cfg.get("mixed_precision") in ("no", "bf16", "fp16")

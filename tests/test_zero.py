@@ -146,16 +146,25 @@ def test_zero_stops_when_deepspeed_applied_a_non_finite_loss(tmp_path):
     assert not (run / "adapter").exists()
 
 
-def test_zero2_grpo_equals_ddp(tmp_path):
-    """ZeRO-1/2 write updated weights through `.data` (no version bump): the rollout's sampling
-    weights must be rebuilt every rollout, or step 2 samples from step 1's policy (it once did:
-    5e-3 away from DDP)."""
-    args = ("method=grpo", "cpu=true", "train.per_device_batch_size=1")
-    ddp = tmp_path / "ddp"
-    _finish(launch_two(ddp, *args, recipe=ONLINE), tmp_path / "ddp.log")
+GRPO_ARGS = ("method=grpo", "cpu=true", "train.per_device_batch_size=1")
+
+
+@pytest.fixture(scope="module")
+def grpo_ddp(tmp_path_factory) -> Path:
+    ddp = tmp_path_factory.mktemp("grpo") / "ddp"
+    _finish(launch_two(ddp, *GRPO_ARGS, recipe=ONLINE), ddp.with_name("ddp.log"))
+    return ddp
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_zero_grpo_equals_ddp(grpo_ddp, tmp_path, stage):
+    """Each rank samples its own prompts: compared with DDP. ZeRO-1/2 write updated weights
+    through `.data` (no version bump), so the rollout's sampling weights must be rebuilt every
+    rollout, or step 2 samples from step 1's policy (it once did: 5e-3 away from DDP); ZeRO-3
+    samples from weights gathered for the rollout."""
     run = tmp_path / "zero"
-    _launch(2, run, *args, recipe=ONLINE)
-    assert max_abs_diff(adapter(ddp), adapter(run)) < 1e-6
+    _launch(stage, run, *GRPO_ARGS, recipe=ONLINE)
+    assert max_abs_diff(adapter(grpo_ddp), adapter(run)) < 1e-6
     assert max_abs_diff(adapter(run), {k: v * 0 for k, v in adapter(run).items()}) > 1e-4  # it trained
 
 
