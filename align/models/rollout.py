@@ -131,42 +131,34 @@ def _hf_start(model: torch.nn.Module, ids: torch.Tensor, plen: torch.Tensor):
 
 @contextlib.contextmanager
 def full_weights(root: torch.nn.Module) -> Iterator[bool]:
-    """Under FSDP2 (or ZeRO-3), every unit of `root` (the prepared model) holds its full parameters
-    inside the block, and is resharded after it; yields whether anything was sharded. It is a collective:
-    every rank enters together. Sampling inside must be the fast path, which reads the weights
-    and calls no module forward (an FSDP forward all-gathers, and ranks that stop after different
-    numbers of tokens would wait on each other forever). The sampling weights are rebuilt, not
-    reused: FSDP writes the gathered values without bumping the version counters that the cache
-    of align/models/decode_weights.py compares (nor does DeepSpeed's ZeRO-1/2 step)."""
+    """The weights one rollout samples from; yields whether anything was sharded. Under FSDP2 (or
+    ZeRO-3) every unit of `root` (the prepared model) holds its full parameters inside the block
+    and is resharded after it: a collective, every rank enters together. Sampling inside must
+    then be the fast path, which reads the weights and calls no module forward (an FSDP forward
+    all-gathers, and ranks that stop after different numbers of tokens would wait on each other
+    forever).
+
+    The sampling weights (align/models/decode_weights.py) live for one rollout: built inside,
+    dropped on the way out. FSDP's gather and DeepSpeed's ZeRO step write weights without bumping
+    the version counters its cache compares (a kept buffer would be stale), an optimizer step
+    between rollouts changes every LoRA'd linear anyway, and kept through the update they were
+    PPO's largest resident cost (+1.55 GiB for the 135M model with all-linear LoRA)."""
     from torch.distributed.fsdp import FSDPModule
 
     from align.models import decode_weights
-    from align.util.zero3 import deepspeed_managed, gathered, partitioned
+    from align.util.zero3 import gathered, partitioned
 
-    if partitioned(root):  # ZeRO-3: the same, through DeepSpeed's gather
-        with gathered(root.parameters()):
-            decode_weights.forget(root)
-            try:
-                yield True
-            finally:
-                decode_weights.forget(root)
-        return
+    sharded = partitioned(root)
     units = [m for m in root.modules() if isinstance(m, FSDPModule)]
-    if not units:
-        if deepspeed_managed(root):  # ZeRO-1/2: whole weights, updated unseen by the buffers' check
-            decode_weights.forget(root)
-        yield False
-        return
-
-    for unit in units:
-        unit.unshard()
-    decode_weights.forget(root)
-    try:
-        yield True
-    finally:
-        decode_weights.forget(root)  # no buffer may alias storage that resharding frees
-        for unit in reversed(units):
-            unit.reshard()
+    with contextlib.ExitStack() as stack:  # unwinds last-in first-out
+        if sharded:  # ZeRO-3: through DeepSpeed's gather
+            stack.enter_context(gathered(root.parameters()))
+        for unit in units:
+            unit.unshard()
+            stack.callback(unit.reshard)
+        decode_weights.forget(root)
+        stack.callback(decode_weights.forget, root)  # first out: no buffer may alias freed storage
+        yield sharded or bool(units)
 
 
 def backend_for(model: torch.nn.Module, backend: str = "auto") -> str:
