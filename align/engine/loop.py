@@ -40,6 +40,7 @@ from align.engine.sharding import full_tensor
 from align.objectives.types import ObjectiveOutput, mean_metrics
 from align.util.errors import Interrupted, TrainingError
 from align.util.files import dumps_json
+from align.util.memory import release_freed
 from align.util.ranks import any_rank
 
 log = logging.getLogger("align.loop")
@@ -173,6 +174,7 @@ def train(parts: LoopParts, state: TrainState) -> TrainState:
             window.add(phase.outputs)
             if parts.phase is not None:
                 window.add([_timing("time/update_s", time.perf_counter() - t_update)])
+                release_freed()  # the update's activations, before the next rollout allocates
             window.steps += 1
             state.step += 1
             state.step_in_epoch += 1

@@ -146,6 +146,7 @@ def full_weights(root: torch.nn.Module) -> Iterator[bool]:
     from torch.distributed.fsdp import FSDPModule
 
     from align.models import decode_weights
+    from align.util.memory import release_freed
     from align.util.zero3 import gathered, partitioned
 
     sharded = partitioned(root)
@@ -157,6 +158,7 @@ def full_weights(root: torch.nn.Module) -> Iterator[bool]:
             unit.unshard()
             stack.callback(unit.reshard)
         decode_weights.forget(root)
+        stack.callback(release_freed)  # last out: the freed buffers go back to the OS
         stack.callback(decode_weights.forget, root)  # first out: no buffer may alias freed storage
         yield sharded or bool(units)
 
