@@ -205,21 +205,19 @@ def test_fsdp_grpo_equals_ddp(tmp_path):
     )
 
 
+def ppo_weights(run: Path) -> dict[str, torch.Tensor]:
+    """A PPO run's policy adapter, value adapter and value head, keyed by file."""
+    from safetensors.torch import load_file
+
+    files = ("adapter_model.safetensors", "value/adapter_model.safetensors", "value/value_head.safetensors")
+    return {f"{f}:{k}": v for f in files for k, v in load_file(run / "adapter" / f).items()}
+
+
 def test_fsdp_ppo_equals_ddp_and_resumes(tmp_path):
     """PPO's roles on one sharded base: policy and value adapters in the decoder-layer units, the
     value head in the root unit; all three equal DDP's, and a resumed run its uninterrupted self."""
-    from safetensors.torch import load_file
-
     ppo = ROOT / "tests" / "ppo_tiny.yaml"
     args = ("cpu=true", "train.per_device_batch_size=1", "train.max_steps=3", "train.save_every=1")
-
-    def weights(run: Path) -> dict[str, torch.Tensor]:
-        files = (
-            "adapter_model.safetensors",
-            "value/adapter_model.safetensors",
-            "value/value_head.safetensors",
-        )
-        return {f"{f}:{k}": v for f in files for k, v in load_file(run / "adapter" / f).items()}
 
     ddp = tmp_path / "ddp"
     _finish(launch_two(ddp, *args, recipe=ppo), tmp_path / "ddp.log")
@@ -227,11 +225,11 @@ def test_fsdp_ppo_equals_ddp_and_resumes(tmp_path):
     launch = [*FSDP_CPU, "--main_process_port", str(free_port())]
     _finish(launch_accelerate(run, launch, *args, recipe=ppo), tmp_path / "fsdp.log")
     assert _manifest(run)["fsdp_units"] == ["", *LAYERS]
-    assert max_abs_diff(weights(ddp), weights(run)) < 1e-6
+    assert max_abs_diff(ppo_weights(ddp), ppo_weights(run)) < 1e-6
 
-    uninterrupted = weights(run)
+    uninterrupted = ppo_weights(run)
     _resume_sharded(run, tmp_path, *args, recipe=ppo)
-    assert max_abs_diff(weights(run), uninterrupted) < 1e-6
+    assert max_abs_diff(ppo_weights(run), uninterrupted) < 1e-6
 
 
 def test_fsdp_precomputed_reference_from_pretrained(one, tmp_path):

@@ -21,7 +21,7 @@ import pytest
 import torch
 from poisoned_train import poisoned_loss
 from run_helpers import ROOT, adapter, free_port, launch_accelerate, launch_two, max_abs_diff, run_tiny
-from test_sharded import COMMON, _finish, _grad_norms, _head, _manifest
+from test_sharded import COMMON, _finish, _grad_norms, _head, _manifest, ppo_weights
 
 import align.methods
 from align.engine.checkpoint import list_checkpoints
@@ -172,29 +172,19 @@ def test_zero3_ppo_equals_ddp_and_resumes(tmp_path):
     """PPO's policy and value adapters and value head on one ZeRO-3-partitioned base: the rollout
     samples from gathered weights, the fused LoRA forward steps aside for partitioned adapters,
     heads are saved and loaded whole; all equal DDP's, and a resumed run its uninterrupted self."""
-    from safetensors.torch import load_file
-
     args = ("cpu=true", "train.per_device_batch_size=1", "train.max_steps=3", "train.save_every=1")
-
-    def weights(run: Path) -> dict[str, torch.Tensor]:
-        files = (
-            "adapter_model.safetensors",
-            "value/adapter_model.safetensors",
-            "value/value_head.safetensors",
-        )
-        return {f"{f}:{k}": v for f in files for k, v in load_file(run / "adapter" / f).items()}
 
     ddp = tmp_path / "ddp"
     _finish(launch_two(ddp, *args, recipe=PPO), tmp_path / "ddp.log")
     run = tmp_path / "zero"
     _launch(3, run, *args, recipe=PPO)
     assert _manifest(run)["zero_partitioned"] is True
-    assert max_abs_diff(weights(ddp), weights(run)) < 1e-5  # 2.1e-6 seen (FSDP2: under 1e-6)
+    assert max_abs_diff(ppo_weights(ddp), ppo_weights(run)) < 1e-5  # 2.1e-6 seen (FSDP2: under 1e-6)
 
-    uninterrupted = weights(run)
+    uninterrupted = ppo_weights(run)
     _drop_last(run)
     assert "resumed from" in _launch(3, run, *args, "--resume", recipe=PPO).read_text()
-    assert max_abs_diff(weights(run), uninterrupted) < 1e-6
+    assert max_abs_diff(ppo_weights(run), uninterrupted) < 1e-6
 
 
 def test_zero3_reward_model_equals_one_process(tmp_path):
