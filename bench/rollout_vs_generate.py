@@ -180,6 +180,45 @@ def report(timings: list[Timing]) -> str:
     return "\n".join(lines + ([""] + verdicts if verdicts else []))
 
 
+def streamed_bytes(model) -> int:
+    """Bytes of weights one decode step must read: every parameter once (a tied embedding is the
+    lm_head), less an untied input embedding (a step gathers only its batch's rows of it)."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel() * p.element_size()
+    emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    return total - (0 if emb.data_ptr() == head.data_ptr() else emb.numel() * emb.element_size())
+
+
+def read_bandwidth(mb: int = 512, repeats: int = 5) -> float:
+    """This machine's read rate in bytes/s: the median time of summing an `mb` MB fp32 tensor."""
+    import torch
+
+    buf = torch.ones(mb * 2**20 // 4)
+    times = []
+    for _ in range(repeats + 1):
+        t = time.perf_counter()
+        buf.sum()
+        times.append(time.perf_counter() - t)
+    return buf.numel() * 4 / statistics.median(times[1:])
+
+
+def ceiling(weight_bytes: int, bandwidth: float, batch: int, generate: Timing | None) -> str:
+    """The weight-streaming bound on any fp32 decode: each step reads every weight once from
+    memory, so no step is shorter than bytes / bandwidth (prefill and sampling not counted)."""
+    floor_s = weight_bytes / bandwidth
+    line = (
+        f"weight-streaming ceiling: {weight_bytes / 1e6:.0f} MB of weights per decode step at "
+        f"{bandwidth / 1e9:.1f} GB/s (a 512 MB sum, same threads): every step >= {floor_s * 1e3:.1f} ms, "
+        f"<= {batch / floor_s:.0f} tokens/s at batch {batch} before prefill"
+    )
+    if generate is not None:
+        line += f" ({batch / floor_s / generate.tokens_per_s:.2f}x this run's generate)"
+    return line
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2-135m-instruct")
@@ -255,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print(report(timings))
+    if a.device == "cpu":
+        gen = next((t for t in timings if t.side == "generate"), None)
+        notes.append(ceiling(streamed_bytes(model), read_bandwidth(), a.batch_size, gen))
     for note in notes:
         print(note)
     if missing:

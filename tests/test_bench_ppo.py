@@ -231,3 +231,20 @@ def sample(model, prompts: list[list[int]], sampling: Sampling, eos_token_id: in
 def test_sampling_settings_follow_the_sample_annotation():
     a = SimpleNamespace(max_new_tokens=64, temperature=0.7, top_k=0, top_p=1.0)
     assert rvg.sampling_settings(sample, a) == Sampling(64, 0.7, 0, 1.0)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_rollout_ceiling_counts_each_streamed_weight_once(tied):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, tie_word_embeddings=tied,
+    )  # fmt: skip
+    model = LlamaForCausalLM(cfg)
+    params = sum(p.numel() for p in model.parameters())  # parameters() yields a tied weight once
+    assert rvg.streamed_bytes(model) == 4 * (params if tied else params - 100 * 16)
+    line = rvg.ceiling(10**9, 10**10, 8, rvg.Timing("generate", [1.0], 40))
+    assert (
+        "every step >= 100.0 ms, <= 80 tokens/s at batch 8" in line and "(2.00x this run's generate)" in line
+    )

@@ -84,3 +84,5 @@ def test_rollout_bench_runs(only):
     args += ["--repeats", "1", "--threads", "1"] + (["--only", only] if only else [])
     out = run_bench("rollout_vs_generate.py", *args)
     assert "tokens/s" in out, out
+    bound = re.search(r"every step >= ([0-9.]+) ms, <= ([0-9]+) tokens/s at batch 2", out)
+    assert bound and float(bound.group(1)) > 0 and int(bound.group(2)) > 0, out

@@ -102,7 +102,7 @@ def test_logits_equal_the_hf_forward(model, prompts):
     """Prefill and every decode step against one HF forward over prompt + response."""
     ids, plen = left_pad(prompts, 2)
     n = 6
-    decoder = StaticDecoder(prepare(model, len(prompts)), len(prompts), ids.shape[1] + n)
+    decoder = StaticDecoder(prepare(model), len(prompts), ids.shape[1] + n)
     got = [decoder.prefill(ids, plen)]
     toks = []
     for _ in range(n - 1):
@@ -140,9 +140,9 @@ def test_trained_weights_are_untouched_and_updates_are_seen(model, prompts, tok)
     assert {n for n, p in model.named_parameters() if p.requires_grad} == grads
     try:  # an optimizer step (in place) between rollouts: the merged buffers must follow it
         ids, plen = left_pad(prompts, tok.pad_token_id)
-        stale = StaticDecoder(prepare(model, len(prompts)), len(prompts), ids.shape[1] + 1).prefill(ids, plen)
+        stale = StaticDecoder(prepare(model), len(prompts), ids.shape[1] + 1).prefill(ids, plen)
         randomize_lora_b(model, seed=99, scale=0.05)
-        fresh = StaticDecoder(prepare(model, len(prompts)), len(prompts), ids.shape[1] + 1).prefill(ids, plen)
+        fresh = StaticDecoder(prepare(model), len(prompts), ids.shape[1] + 1).prefill(ids, plen)
         att = (torch.arange(ids.shape[1])[None] >= (ids.shape[1] - plen)[:, None]).long()
         with torch.no_grad():
             ref = model(

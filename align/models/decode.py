@@ -5,7 +5,7 @@ PEFT's side GEMMs, a DynamicCache that grows by `cat`) rather than by arithmetic
 the same math with far fewer, bigger ops:
 
 * weights prepared once per rollout (`decode_weights.prepare`): LoRA merged into buffers of their own,
-  q/k/v and gate/up fused;
+  q/k/v and gate/up fused; a step's GEMMs run weight-first on CPU (`_linear`);
 * a static KV cache [layers, batch, kv_heads, max_len, head_dim] allocated once and written in
   place; attention reads the slice [..., :cur_len, :] with a precomputed additive padding mask;
 * GQA without repeating K/V: the one query token's heads are viewed as [kv_heads, group] rows
@@ -59,26 +59,15 @@ def _kv_buffers(like: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tenso
     return _KV[key]
 
 
-@torch.library.custom_op("align::packed_linear", mutates_args=())
-def packed_linear(x: torch.Tensor, packed: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x @ weight.T through MKL's packed GEMM (`packed`: the weight packed for x's row count), as
-    an op of its own: a compiled step calls it as is (inductor lowers `mkl._mkl_linear` only for
-    weights frozen into the graph, and these change between rollouts)."""
-    return torch.ops.mkl._mkl_linear(x, packed, weight, None, x.shape[0])
-
-
-@packed_linear.register_fake
-def _(x: torch.Tensor, packed: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return x.new_empty((x.shape[0], weight.shape[0]))
-
-
-def _linear(x: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor | None) -> torch.Tensor:
-    """x @ weight.T, through MKL's packed GEMM when a packed copy for x's rows exists."""
-    if packed is None:
+def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x @ weight.T for a decode step's few rows. On CPU as (weight @ x.T).T: the weight is the
+    GEMM's untransposed left operand, which streams it from memory in its stored order. With
+    SmolLM2-135M's 538 MB of weights read cold from DRAM at every step (2 cores, batch 8), that
+    made the step's linears 45 ms against 77 ms for F.linear's or MKL's packed GEMM (both tuned
+    for cache-resident weights; bench/rollout_vs_generate.py)."""
+    if x.device.type != "cpu":
         return F.linear(x, weight)
-    if torch.compiler.is_compiling():
-        return packed_linear(x, packed, weight)
-    return torch.ops.mkl._mkl_linear(x, packed, weight, None, x.shape[0])
+    return torch.mm(weight, x.t()).t().contiguous()
 
 
 class StaticDecoder:
@@ -173,7 +162,7 @@ class StaticDecoder:
                 x = self.compiled(x, lw, k, v, self.mask, cos, sin, self.col_t, self.max_len, dims)
         self.col = c + 1
         self.pos.add_(1)
-        return _linear(_rms(x, w.norm, w.eps), w.lm_head, w.lm_head_packed)
+        return _linear(_rms(x, w.norm, w.eps), w.lm_head)
 
 
 def decode_layer(
@@ -195,17 +184,16 @@ def decode_layer(
     the additive mask [B, 1, 1, upto]. dims: (heads, kv_heads, head_dim, intermediate, eps)."""
     nq, nkv, d, n, eps = dims
     b = x.shape[0]
-    p_qkv, p_o, p_gu, p_down = lw.packed
-    qkv = _linear(_rms(x, lw.ln1, eps), lw.qkv, p_qkv)
+    qkv = _linear(_rms(x, lw.ln1, eps), lw.qkv)
     qk = _rope(qkv[:, : (nq + nkv) * d].view(b, nq + nkv, d), cos, sin)
     k.index_copy_(2, col, qk[:, nq:, None])
     v.index_copy_(2, col, qkv[:, (nq + nkv) * d :].view(b, nkv, 1, d))
     # one query token: its heads, grouped by kv head, are the "queries" of that kv head
     q = qk[:, :nq].reshape(b, nkv, nq // nkv, d)
     att = F.scaled_dot_product_attention(q, k[:, :, :upto], v[:, :, :upto], mask)
-    x = x + _linear(att.reshape(b, nq * d), lw.o, p_o)
-    gu = _linear(_rms(x, lw.ln2, eps), lw.gate_up, p_gu)
-    return x + _linear(F.silu(gu[:, :n]) * gu[:, n:], lw.down, p_down)
+    x = x + _linear(att.reshape(b, nq * d), lw.o)
+    gu = _linear(_rms(x, lw.ln2, eps), lw.gate_up)
+    return x + _linear(F.silu(gu[:, :n]) * gu[:, n:], lw.down)
 
 
 def start(
@@ -218,7 +206,7 @@ def start(
     if reason:
         raise ValueError(f"decode: the fast backend cannot run this model: {reason}")
     b, length = ids.shape[0], ids.shape[1] + max_new_tokens
-    w, compiled = prepare(model, b), None
+    w, compiled = prepare(model), None
     if compile:
         from align.models.decode_compile import CompiledLayer, cache_length
 

@@ -181,17 +181,10 @@ def _fill(dst: torch.Tensor, modules: tuple[nn.Module, ...]) -> None:
         row += w.shape[0]
 
 
-def mkl_packing() -> bool:
-    """Whether MKL's packed-weight GEMM is there (CPU builds with MKL): at a decode step's few
-    rows it beats the plain GEMM, which re-packs the weight on every call."""
-    return torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear")
-
-
 class Weight:
     """The stacked effective weights of some linears, [sum out, in] (F.linear's layout: no
     transposing copy), refreshed only when their signature changed. A single plain linear is
-    aliased, not copied. `packed(batch)` is the MKL-packed copy for GEMMs of `batch` rows (CPU
-    only), kept for one batch size at a time."""
+    aliased, not copied."""
 
     def __init__(self, modules: tuple[nn.Module, ...]) -> None:
         self.modules = modules
@@ -200,7 +193,6 @@ class Weight:
         rows = sum(_base(m).shape[0] for m in modules)
         self.weight = w if self.alias else torch.empty((rows, w.shape[1]), dtype=w.dtype, device=w.device)
         self.sig: tuple | None = None
-        self._packed: tuple[int, torch.Tensor] | None = None
 
     def refresh(self) -> torch.Tensor:
         sig = _signature(self.modules)
@@ -209,21 +201,13 @@ class Weight:
                 self.weight = _base(self.modules[0])
             else:
                 _fill(self.weight, self.modules)
-            self.sig, self._packed = sig, None
+            self.sig = sig
         return self.weight
-
-    def packed(self, batch: int) -> torch.Tensor | None:
-        if not (mkl_packing() and self.weight.device.type == "cpu" and self.weight.dtype == torch.float32):
-            return None
-        if self._packed is None or self._packed[0] != batch:
-            self._packed = (batch, torch.ops.mkl._mkl_reorder_linear_weight(self.weight, batch))
-        return self._packed[1]
 
 
 @dataclass
 class LayerWeights:
-    """One decoder layer's sampling weights: [out, in] matrices (F.linear's layout) and their
-    MKL-packed copies for the decode batch (None where packing is unavailable)."""
+    """One decoder layer's sampling weights: [out, in] matrices (F.linear's layout)."""
 
     ln1: torch.Tensor  # [H]
     qkv: torch.Tensor  # [(heads + 2 kv_heads) * head_dim, H]
@@ -231,7 +215,6 @@ class LayerWeights:
     ln2: torch.Tensor  # [H]
     gate_up: torch.Tensor  # [2 I, H]
     down: torch.Tensor  # [H, I]
-    packed: tuple[torch.Tensor | None, ...]  # qkv, o, gate_up, down
 
 
 @dataclass
@@ -242,7 +225,6 @@ class DecodeWeights:
     layers: list[LayerWeights]
     norm: torch.Tensor  # [H]
     lm_head: torch.Tensor  # [V, H] (the embedding itself when tied and without LoRA)
-    lm_head_packed: torch.Tensor | None
     eps: float
     heads: int
     kv_heads: int
@@ -274,12 +256,11 @@ def forget(root: nn.Module) -> None:
 
 
 @torch.no_grad()
-def prepare(model: nn.Module, batch: int) -> DecodeWeights:
+def prepare(model: nn.Module) -> DecodeWeights:
     """The sampling weights of `model` (check `unsupported(model)` first): effective weights with
     the active LoRA adapters merged into buffers of their own (never into the parameters), q/k/v
     and gate/up fused. The buffers persist per model: memory for one more copy of the merged
-    linears, traded for not re-copying frozen weights every rollout. `batch`: the decode rows,
-    for the packed GEMM weights."""
+    linears, traded for not re-copying frozen weights every rollout."""
     base = llama_of(model)
     cfg, core = base.config, base.model
     bufs = _BUFFERS.get(model)
@@ -297,7 +278,6 @@ def prepare(model: nn.Module, batch: int) -> DecodeWeights:
                 ln2=layer.post_attention_layernorm.weight.detach(),
                 gate_up=gate_up,
                 down=down,
-                packed=tuple(w.packed(batch) for w in ws),
             )
         )
     heads = cfg.num_attention_heads
@@ -306,7 +286,6 @@ def prepare(model: nn.Module, batch: int) -> DecodeWeights:
         layers=layers,
         norm=core.norm.weight.detach(),
         lm_head=bufs.lm_head.refresh(),
-        lm_head_packed=bufs.lm_head.packed(batch),
         eps=float(cfg.rms_norm_eps),
         heads=heads,
         kv_heads=cfg.num_key_value_heads,
