@@ -205,14 +205,31 @@ def read_bandwidth(mb: int = 512, repeats: int = 5) -> float:
     return buf.numel() * 4 / statistics.median(times[1:])
 
 
-def ceiling(weight_bytes: int, bandwidth: float, batch: int, generate: Timing | None) -> str:
-    """The weight-streaming bound on any fp32 decode: each step reads every weight once from
-    memory, so no step is shorter than bytes / bandwidth (prefill and sampling not counted)."""
-    floor_s = weight_bytes / bandwidth
+def gemm_rate(n: int = 2048, repeats: int = 5) -> float:
+    """This machine's fp32 GEMM rate in FLOP/s: the median time of an n x n x n matmul."""
+    import torch
+
+    x, y = torch.randn(n, n), torch.randn(n, n)
+    times = []
+    for _ in range(repeats + 1):
+        t = time.perf_counter()
+        x @ y
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times[1:])
+
+
+def ceiling(weight_bytes: int, bandwidth: float, flops: float, batch: int, generate: Timing | None) -> str:
+    """Two lower bounds on any fp32 decode step (prefill and sampling not counted): it reads every
+    weight once (bytes / bandwidth) and multiplies each by every row (2 x weights x batch FLOPs at
+    a large GEMM's rate). The larger one bounds the tokens/s a decode loop could reach here."""
+    read_s = weight_bytes / bandwidth
+    math_s = 2 * (weight_bytes / 4) * batch / flops
+    floor_s = max(read_s, math_s)
     line = (
-        f"weight-streaming ceiling: {weight_bytes / 1e6:.0f} MB of weights per decode step at "
-        f"{bandwidth / 1e9:.1f} GB/s (a 512 MB sum, same threads): every step >= {floor_s * 1e3:.1f} ms, "
-        f"<= {batch / floor_s:.0f} tokens/s at batch {batch} before prefill"
+        f"ceiling: a decode step reads {weight_bytes / 1e6:.0f} MB of weights ({bandwidth / 1e9:.1f} GB/s "
+        f"here: a 512 MB sum, {read_s * 1e3:.1f} ms) and does {2 * weight_bytes / 4 * batch / 1e9:.2f} GFLOP "
+        f"({flops / 1e9:.0f} GFLOP/s here: a 2048^3 matmul, {math_s * 1e3:.1f} ms): every step >= "
+        f"{floor_s * 1e3:.1f} ms, <= {batch / floor_s:.0f} tokens/s at batch {batch} before prefill"
     )
     if generate is not None:
         line += f" ({batch / floor_s / generate.tokens_per_s:.2f}x this run's generate)"
@@ -296,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report(timings))
     if a.device == "cpu":
         gen = next((t for t in timings if t.side == "generate"), None)
-        notes.append(ceiling(streamed_bytes(model), read_bandwidth(), a.batch_size, gen))
+        notes.append(ceiling(streamed_bytes(model), read_bandwidth(), gemm_rate(), a.batch_size, gen))
     for note in notes:
         print(note)
     if missing:

@@ -244,7 +244,9 @@ def test_rollout_ceiling_counts_each_streamed_weight_once(tied):
     model = LlamaForCausalLM(cfg)
     params = sum(p.numel() for p in model.parameters())  # parameters() yields a tied weight once
     assert rvg.streamed_bytes(model) == 4 * (params if tied else params - 100 * 16)
-    line = rvg.ceiling(10**9, 10**10, 8, rvg.Timing("generate", [1.0], 40))
-    assert (
-        "every step >= 100.0 ms, <= 80 tokens/s at batch 8" in line and "(2.00x this run's generate)" in line
-    )
+    gen = rvg.Timing("generate", [1.0], 40)
+    line = rvg.ceiling(10**9, 10**10, 10**12, 8, gen)  # reading bounds: 100 ms vs 4 GFLOP in 4 ms
+    assert "every step >= 100.0 ms, <= 80 tokens/s at batch 8" in line
+    assert "(2.00x this run's generate)" in line
+    line = rvg.ceiling(10**9, 10**12, 10**11, 8, gen)  # arithmetic bounds: 1 ms vs 40 ms
+    assert "every step >= 40.0 ms, <= 200 tokens/s" in line and "(5.00x this run's generate)" in line
