@@ -8,7 +8,7 @@ import torch
 
 from align.models.load import tiny_model
 from align.models.reward_model import RewardScorer, last_token
-from align.models.rollout import Rollout, Sampling, draw, inverse_cdf, left_pad, pick, positions, sample
+from align.models.rollout import Rollout, Sampling, left_pad, pick, positions, sample
 
 
 @pytest.fixture(scope="module")
@@ -102,29 +102,6 @@ def test_sampling_is_reproducible_and_filters(model, prompts):
     assert top2 == {1, 3}
     # top-p keeps the smallest set holding p of the mass: softmax([0,3,1,2]) = .03,.64,.09,.24
     assert {int(pick(logits, Sampling(top_p=0.8), g)) for _ in range(300)} == {1, 3}
-
-
-def test_draw_follows_each_rows_distribution_and_never_picks_a_zero():
-    """Inverse-CDF draws: the frequencies of 40,000 draws per row are within 4 standard errors of
-    each token's probability, rows are drawn from their own distributions, zero-mass tokens
-    (filtered ones, the vocabulary's tail) never come out, even for a uniform at the very top."""
-    probs = torch.tensor([[0.1, 0.0, 0.6, 0.3, 0.0], [0.0, 0.0, 0.0, 0.25, 0.75]])
-    g = torch.Generator().manual_seed(3)
-    n = 40_000
-    counts = torch.zeros_like(probs)
-    for _ in range(n // 1000):
-        idx = draw(probs.repeat_interleave(1000, 0), g).view(2, 1000)
-        counts += torch.nn.functional.one_hot(idx, 5).sum(1).float()
-    freq = counts / n
-    se = (probs * (1 - probs) / n).sqrt()
-    assert ((freq - probs).abs() <= 4 * se + 1e-9).all(), freq
-    assert counts[probs == 0].sum() == 0
-    # the ends of the uniform's range: the first and the last token with mass, never the zeros
-    edge = torch.tensor([[0.0, 0.5, 0.5, 0.0], [0.0, 0.0, 1.0, 0.0]])
-    assert inverse_cdf(edge, torch.zeros(2, 1, dtype=torch.float64)).tolist() == [1, 2]
-    assert inverse_cdf(edge, torch.ones(2, 1, dtype=torch.float64)).tolist() == [2, 2]
-    assert inverse_cdf(edge, torch.full((2, 1), 0.5, dtype=torch.float64)).tolist() == [2, 2]
-    assert inverse_cdf(edge, torch.full((2, 1), 0.4999, dtype=torch.float64)).tolist() == [1, 2]
 
 
 def test_score_is_read_at_the_last_real_token_whatever_the_padding(model):
