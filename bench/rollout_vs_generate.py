@@ -192,42 +192,43 @@ def streamed_bytes(model) -> int:
     return total - (0 if emb.data_ptr() == head.data_ptr() else emb.numel() * emb.element_size())
 
 
-def read_bandwidth(mb: int = 512, repeats: int = 5) -> float:
-    """This machine's read rate in bytes/s: the median time of summing an `mb` MB fp32 tensor."""
+def median_s(call: Callable[[], object], repeats: int = 5) -> float:
+    """Median seconds of `repeats` calls of `call`, after one untimed call."""
+    call()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def read_bandwidth(mb: int = 512) -> float:
+    """This machine's read rate in bytes/s: summing an `mb` MB fp32 tensor."""
     import torch
 
     buf = torch.ones(mb * 2**20 // 4)
-    times = []
-    for _ in range(repeats + 1):
-        t = time.perf_counter()
-        buf.sum()
-        times.append(time.perf_counter() - t)
-    return buf.numel() * 4 / statistics.median(times[1:])
+    return buf.numel() * 4 / median_s(buf.sum)
 
 
-def gemm_rate(n: int = 2048, repeats: int = 5) -> float:
-    """This machine's fp32 GEMM rate in FLOP/s: the median time of an n x n x n matmul."""
+def gemm_rate(n: int = 2048) -> float:
+    """This machine's fp32 GEMM rate in FLOP/s: an n x n x n matmul."""
     import torch
 
     x, y = torch.randn(n, n), torch.randn(n, n)
-    times = []
-    for _ in range(repeats + 1):
-        t = time.perf_counter()
-        x @ y
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times[1:])
+    return 2 * n**3 / median_s(lambda: x @ y)
 
 
 def ceiling(weight_bytes: int, bandwidth: float, flops: float, batch: int, generate: Timing | None) -> str:
     """Two lower bounds on any fp32 decode step (prefill and sampling not counted): it reads every
     weight once (bytes / bandwidth) and multiplies each by every row (2 x weights x batch FLOPs at
     a large GEMM's rate). The larger one bounds the tokens/s a decode loop could reach here."""
-    read_s = weight_bytes / bandwidth
-    math_s = 2 * (weight_bytes / 4) * batch / flops
+    flop = 2 * (weight_bytes / 4) * batch  # fp32: 4 bytes a weight, a multiply-add per row
+    read_s, math_s = weight_bytes / bandwidth, flop / flops
     floor_s = max(read_s, math_s)
     line = (
         f"ceiling: a decode step reads {weight_bytes / 1e6:.0f} MB of weights ({bandwidth / 1e9:.1f} GB/s "
-        f"here: a 512 MB sum, {read_s * 1e3:.1f} ms) and does {2 * weight_bytes / 4 * batch / 1e9:.2f} GFLOP "
+        f"here: a 512 MB sum, {read_s * 1e3:.1f} ms) and does {flop / 1e9:.2f} GFLOP "
         f"({flops / 1e9:.0f} GFLOP/s here: a 2048^3 matmul, {math_s * 1e3:.1f} ms): every step >= "
         f"{floor_s * 1e3:.1f} ms, <= {batch / floor_s:.0f} tokens/s at batch {batch} before prefill"
     )

@@ -23,9 +23,8 @@ def test_two_processes_equal_one(tmp_path):
     assert manifest["world_size"] == 2
     # a real process group, not two lone processes: gloo on CPU, NCCL with a GPU per rank
     assert manifest["distributed_type"].endswith("MULTI_CPU" if multi_process_overrides() else "MULTI_GPU")
-    assert (
-        max_abs_diff(adapter(tmp_path / "one"), adapter(tmp_path / "two")) < 5e-5
-    )  # fp32 reduction noise; up to 2.1e-5 seen on one host
+    # fp32 reduction noise: 1.6e-5 seen on one host (the same code under 1e-5 on another)
+    assert max_abs_diff(adapter(tmp_path / "one"), adapter(tmp_path / "two")) < 5e-5
 
 
 def test_multi_process_comparisons_use_gloo_below_two_gpus():
@@ -59,6 +58,4 @@ def test_sft_two_processes_equal_one(tmp_path):
     proc = launch_two(tmp_path / "two", "train.per_device_batch_size=2", *common)
     assert proc.wait(timeout=300) == 0, (tmp_path / "two.log").read_text()[-3000:]
     assert json.loads((tmp_path / "two" / "manifest.json").read_text())["world_size"] == 2
-    assert (
-        max_abs_diff(adapter(tmp_path / "one"), adapter(tmp_path / "two")) < 5e-5
-    )  # fp32 reduction noise; up to 2.1e-5 seen on one host
+    assert max_abs_diff(adapter(tmp_path / "one"), adapter(tmp_path / "two")) < 1e-5
