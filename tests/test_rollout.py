@@ -8,7 +8,7 @@ import torch
 
 from align.models.load import tiny_model
 from align.models.reward_model import RewardScorer, last_token
-from align.models.rollout import Rollout, Sampling, left_pad, pick, positions, sample
+from align.models.rollout import Rollout, Sampling, draw, left_pad, pick, positions, sample
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +102,41 @@ def test_sampling_is_reproducible_and_filters(model, prompts):
     assert top2 == {1, 3}
     # top-p keeps the smallest set holding p of the mass: softmax([0,3,1,2]) = .03,.64,.09,.24
     assert {int(pick(logits, Sampling(top_p=0.8), g)) for _ in range(300)} == {1, 3}
+
+
+@pytest.mark.parametrize("vocab", [1000, 999, 7])
+def test_draw_matches_the_distribution(vocab):
+    """Two-race draws land on each token with its probability (a vocabulary that does not fill
+    its last block included); zero-mass tokens are never drawn."""
+    g = torch.Generator().manual_seed(0)
+    p = torch.softmax(torch.randn(vocab, generator=g) * 2, -1)
+    p[vocab // 2] = 0.0
+    p = p / p.sum()
+    n = 100_000
+    counts = torch.bincount(draw(p.expand(n, vocab).contiguous(), g), minlength=vocab).double()
+    assert counts.shape[0] == vocab and counts[vocab // 2] == 0
+    expected = n * p.double()
+    # binomial counts: each within 5 standard deviations (plus one count for tiny p)
+    assert ((counts - expected).abs() <= 5 * (expected * (1 - p.double())).sqrt() + 1).all()
+    chi2 = ((counts - expected) ** 2 / expected.clamp_min(1e-12)).sum()
+    assert chi2 < vocab + 6 * (2 * vocab) ** 0.5
+
+
+def test_draw_is_seeded_and_stable_under_tiny_changes():
+    """Same seed, same tokens; a 1e-5 relative change in the probabilities (rounding of another
+    parallel layout, with margin) moves almost no token. An inverse-CDF draw over the same rows
+    moved 6 of them: its cumulative sum gathers every earlier entry's change."""
+    g = torch.Generator().manual_seed(1)
+    p = torch.softmax(torch.randn(1024, 49152, generator=g) * 3, -1)
+    noisy = p * (1 + 1e-5 * torch.randn(p.shape, generator=g))
+    noisy = noisy / noisy.sum(-1, keepdim=True)
+    a = draw(p, torch.Generator().manual_seed(5))
+    assert torch.equal(a, draw(p, torch.Generator().manual_seed(5)))
+    assert not torch.equal(a, draw(p, torch.Generator().manual_seed(6)))
+    assert (a != draw(noisy, torch.Generator().manual_seed(5))).sum() <= 1
+    one_hot = torch.zeros(3, 600)
+    one_hot[torch.arange(3), torch.tensor([0, 255, 599])] = 1.0
+    assert draw(one_hot, g).tolist() == [0, 255, 599]
 
 
 def test_score_is_read_at_the_last_real_token_whatever_the_padding(model):

@@ -88,7 +88,24 @@ def pick(logits: torch.Tensor, s: Sampling, generator: torch.Generator | None) -
         # drop a token when the tokens ranked above it already hold top_p of the mass
         drop = (probs.cumsum(-1) - probs) >= s.top_p
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
+    return draw(torch.softmax(logits, dim=-1), generator)
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None, block: int = 256) -> torch.Tensor:
+    """One token per row, drawn exactly from `probs` (rows sum to 1) in two exponential races:
+    a block of `block` tokens by its summed mass, then a token inside it. P(block) * P(token |
+    block) = p, as with torch.multinomial, which races one exponential per vocabulary entry: 400k
+    draws at 8 x 49152, 9 ms of a 90 ms CPU decode step; this draws 448 per row. A race picks
+    the argmax of p / q, so a 1e-7 change in p moves the token only on a near tie (an
+    inverse-CDF draw moved tokens often enough to break GRPO's ZeRO-equals-DDP check)."""
+    rows, vocab = probs.shape
+    n = -(-vocab // block)
+    blocks = torch.nn.functional.pad(probs, (0, n * block - vocab)).view(rows, n, block)
+    sums = blocks.sum(-1)
+    chosen = (sums / torch.empty_like(sums).exponential_(generator=generator)).argmax(-1)
+    inside = blocks[torch.arange(rows, device=probs.device), chosen]
+    within = (inside / torch.empty_like(inside).exponential_(generator=generator)).argmax(-1)
+    return chosen * block + within
 
 
 BACKENDS = ("auto", "fast", "hf")
