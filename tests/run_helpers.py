@@ -71,11 +71,21 @@ def wait_for(predicate, timeout: float, poll: float = 0.002) -> bool:
     return False
 
 
-def metric_steps(run_dir: Path) -> tuple[list[int], list[int]]:
-    """(steps of train lines, steps of eval lines) in metrics.jsonl."""
+def metric_rows(run_dir: Path) -> list[dict]:
+    """The lines of a run's metrics.jsonl."""
     import json
 
-    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def metric_values(run_dir: Path, key: str) -> list:
+    """`key`'s value on each metrics.jsonl line that has it, in order."""
+    return [r[key] for r in metric_rows(run_dir) if key in r]
+
+
+def metric_steps(run_dir: Path) -> tuple[list[int], list[int]]:
+    """(steps of train lines, steps of eval lines) in metrics.jsonl."""
+    rows = metric_rows(run_dir)
     train = [r["step"] for r in rows if any(k.startswith("train/") for k in r)]
     evals = [r["step"] for r in rows if any(k.startswith("eval/") for k in r)]
     return train, evals

@@ -28,6 +28,7 @@ from run_helpers import (
     launch_accelerate,
     launch_two,
     max_abs_diff,
+    metric_values,
     multi_process_overrides,
     run_tiny,
 )
@@ -132,8 +133,7 @@ def _head(run: Path) -> dict[str, torch.Tensor]:
 
 
 def _grad_norms(run: Path) -> list[float]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r["train/grad_norm"] for r in rows if "train/grad_norm" in r]
+    return metric_values(run, "train/grad_norm")
 
 
 def _one_and_sharded(tmp_path: Path, *args: str) -> tuple[Path, Path]:

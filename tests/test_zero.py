@@ -20,7 +20,16 @@ from pathlib import Path
 import pytest
 import torch
 from poisoned_train import poisoned_loss
-from run_helpers import ROOT, adapter, free_port, launch_accelerate, launch_two, max_abs_diff, run_tiny
+from run_helpers import (
+    ROOT,
+    adapter,
+    free_port,
+    launch_accelerate,
+    launch_two,
+    max_abs_diff,
+    metric_values,
+    run_tiny,
+)
 from test_sharded import COMMON, _finish, _grad_norms, _head, _manifest, ppo_weights
 
 import align.methods
@@ -146,11 +155,6 @@ def test_zero_stops_when_deepspeed_applied_a_non_finite_loss(tmp_path):
     assert not (run / "adapter").exists()
 
 
-def _group_spread(run: Path) -> list[float]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r["train/group/reward_std"] for r in rows if "train/group/reward_std" in r]
-
-
 GRPO_ARGS = ("method=grpo", "cpu=true", "train.per_device_batch_size=1")
 
 
@@ -170,7 +174,8 @@ def test_zero_grpo_equals_ddp(grpo_ddp, tmp_path, stage):
     run = tmp_path / "zero"
     _launch(stage, run, *GRPO_ARGS, recipe=ONLINE)
     # both layouts sampled the same completions: each step's group reward spread agrees
-    assert _group_spread(run) == pytest.approx(_group_spread(grpo_ddp), rel=1e-6, abs=0)
+    spread = "train/group/reward_std"
+    assert metric_values(run, spread) == pytest.approx(metric_values(grpo_ddp, spread), rel=1e-6, abs=0)
     # then only fp32 reduction order differs, which Adam (lr 3e-3) turns into 2.3e-6 at most
     # with the two-race sampler's tokens; the stale-weights bug above was 5e-3 away
     assert max_abs_diff(adapter(grpo_ddp), adapter(run)) < 1e-5

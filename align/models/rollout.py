@@ -100,7 +100,9 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None, block: int = 25
     inverse-CDF draw moved tokens often enough to break GRPO's ZeRO-equals-DDP check)."""
     rows, vocab = probs.shape
     n = -(-vocab // block)
-    blocks = torch.nn.functional.pad(probs, (0, n * block - vocab)).view(rows, n, block)
+    if n * block != vocab:  # pad only a vocabulary that does not fill its last block (a copy)
+        probs = torch.nn.functional.pad(probs, (0, n * block - vocab))
+    blocks = probs.reshape(rows, n, block)
     sums = blocks.sum(-1)
     chosen = (sums / torch.empty_like(sums).exponential_(generator=generator)).argmax(-1)
     inside = blocks[torch.arange(rows, device=probs.device), chosen]
