@@ -12,7 +12,8 @@ graph. `dynamic=False`: one compile per (batch, cache length), none per token
 On CUDA the mode is "reduce-overhead" (CUDA graphs); the per-layer caches and the weights are
 marked as static addresses (the merged weight buffers are refilled in place between rollouts,
 decode_weights.py), so graphs are recorded once and replayed. Not measured: no GPU here. On CPU
-it is inductor's default mode (C++ kernels: needs a working C++ compiler). When compiling fails
+it is inductor's default mode (C++ kernels: needs a working C++ compiler); the linears call
+skinny_gemm's kernel as the `align::skinny_linear` operator, loaded before the first trace. When compiling fails
 (no compiler, an unsupported op) a warning says why and the eager layer runs from then on: the
 same tokens, only slower.
 """
@@ -23,6 +24,8 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import torch
+
+from align.models import skinny_gemm
 
 LENGTH_BUCKET = 64  # cache columns are a multiple of this with compile on (bounded recompiles)
 
@@ -48,6 +51,8 @@ class CompiledLayer:
 
     def __init__(self, device: torch.device, layer: Callable) -> None:
         self.kind, self.layer = device.type, layer
+        if self.kind == "cpu":  # the traced step calls the GEMM kernel only once it is loaded
+            skinny_gemm.ready()
 
     def prepare(self, w, k: Sequence[torch.Tensor], v: Sequence[torch.Tensor]) -> None:
         """CUDA graphs: tensors whose address stays put between steps (and rollouts) are not
