@@ -147,7 +147,7 @@ class TrainConfig:
     keep_checkpoints: int = ranged(2, EVERY)  # 0 = keep all
     log_every: int = ranged(1, COUNT)
     chunk_tokens: int = ranged(1024, COUNT)  # LM-head chunk size in the log-prob path
-    layout: Literal["auto", "packed", "shared", "padded"] = "auto"  # how pairs run (align/models/logprobs.py)
+    layout: Literal["auto", "packed", "shared", "padded"] = "auto"  # pairs and rollout rows (logprobs.py)
     compile: bool = False  # torch.compile each decoder layer (align/models/load.py: compile_layers)
     pack_tokens: int = ranged(512, COUNT)  # packed layout: tokens per row (at least the longest pair)
     progress: bool = True

@@ -61,7 +61,9 @@ def test_online_methods_raise_a_programmatic_reward(tmp_path, steerable, method)
     ):
         assert key in rows[-1]
     key = "train/kl" if method == "grpo" else "train/kl_ref"
-    assert rows[0][key] == 0.0 and rows[-1][key] > 0  # step 1 samples the reference itself
+    # step 1 samples the reference itself: 0 up to fp32 noise (the scoring and update forwards pack
+    # the rows with different neighbours, so attention sums in another order)
+    assert abs(rows[0][key]) < 1e-9 and rows[-1][key] > 1e-6
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())["objective"]
     assert manifest["objective"] == method and manifest["group_size"] == 4
     assert ("normalisation" in manifest) == (method == "grpo") and ("ratio" in manifest) == (method == "rloo")

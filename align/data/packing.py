@@ -160,3 +160,28 @@ def block_mask(segment: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
     mask = causal & (q_seg == k_seg) & (q_seg != PAD_SEGMENT) & ((k_br == PROMPT) | (k_br == q_br))
     mask |= (idx[:, None] == idx[None, :])[None] & (q_seg == PAD_SEGMENT)
     return mask[:, None]
+
+
+def pack_spans(first: Sequence[int], lens: Sequence[int], width: int, budget: int) -> dict[str, torch.Tensor]:
+    """Host-side packed layout of padded rows whose real tokens form one span each (row n holds
+    them at columns first[n] .. first[n] + lens[n] - 1 of `width`: a left-padded prompt followed
+    by its right-padded response), bin-packed like `pack_sequences`, each span its own segment.
+
+    "src" [R, L]: the flat padded index (n * width + column) each packed slot reads, 0 for padding
+    slots (their segment is PAD_SEGMENT: they attend to themselves only); "segment", "branch" for
+    `block_mask`; "back" [N * width]: the flat packed slot of each padded position, so hidden states
+    come back in the padded layout (padding positions read slot 0: finite, and masked by callers)."""
+    rows, length = _bins(list(lens), budget)
+    shape = (len(rows), length)
+    src = torch.zeros(shape, dtype=torch.long)
+    segment = torch.full(shape, PAD_SEGMENT, dtype=torch.long)
+    back = torch.zeros(len(lens) * width, dtype=torch.long)
+    for r, members in enumerate(rows):
+        at = 0
+        for n in sorted(members):
+            cols = torch.arange(first[n], first[n] + lens[n])
+            src[r, at : at + lens[n]] = n * width + cols
+            segment[r, at : at + lens[n]] = n
+            back[n * width + cols] = r * length + at + torch.arange(lens[n])
+            at += lens[n]
+    return {"src": src, "segment": segment, "branch": torch.zeros(shape, dtype=torch.long), "back": back}

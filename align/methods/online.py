@@ -26,7 +26,7 @@ from align.engine.wired import Wired, optimizer_for
 from align.methods.base import check_sections
 from align.methods.online_phase import OnlinePhase
 from align.methods.ppo import add_reward_role, check_reward_source
-from align.methods.ppo_phase import FSDP_METHODS, PPOModule
+from align.methods.ppo_phase import FSDP_METHODS, PPOModule, rows_pack
 from align.methods.rollout_phase import check_backend, prompt_view
 from align.models.adapters import POLICY, set_trainable
 from align.models.reward_model import RewardSource
@@ -104,7 +104,8 @@ class OnlineMethod:
     def wire(self, r, data, tokenizer, accelerator, peft_model, total, plan, model_spec) -> Wired:
         _, reward_head = add_reward_role(r, r.online, peft_model, r.output_dir, "online")
         set_trainable(peft_model, [POLICY])
-        module = PPOModule(peft_model, None, None, r.online.temperature, r.train.chunk_tokens, False)
+        pack = rows_pack(r)
+        module = PPOModule(peft_model, None, None, r.online.temperature, r.train.chunk_tokens, False, pack)
         optimizer, scheduler = optimizer_for(r, module, total * self.updates_per_step)
         model, optimizer = accelerator.prepare(module, optimizer)
         fsdp_forward_methods(model, FSDP_METHODS)
@@ -114,7 +115,7 @@ class OnlineMethod:
             accelerator=accelerator,
             model=model,
             module=accelerator.unwrap_model(model),
-            reward=RewardSource(peft_model, reward_head, r.online, tokenizer, accelerator.device),
+            reward=RewardSource(peft_model, reward_head, r.online, tokenizer, accelerator.device, pack),
             tokenizer=tokenizer,
             prompts=data.train,
             eval_prompts=data.eval,

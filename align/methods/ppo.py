@@ -23,7 +23,7 @@ from align.engine.checkpoint import save_adapter
 from align.engine.sharding import fsdp_forward_methods
 from align.engine.wired import Wired, optimizer_for
 from align.methods.base import check_sections
-from align.methods.ppo_phase import FSDP_METHODS, PPOModule, PPOPhase
+from align.methods.ppo_phase import FSDP_METHODS, PPOModule, PPOPhase, rows_pack
 from align.methods.rollout_phase import check_backend, prompt_view
 from align.models.adapters import POLICY, REWARD, VALUE, ScalarHead, add_adapter, set_trainable  # noqa: F401
 from align.models.reward_model import RewardSource, check_same_base, read_reward_run
@@ -91,12 +91,18 @@ class PPOMethod:
         """A rollout phase per step, then its minibatch updates."""
         head, value_adapter, (reward_head, _) = build_roles(r, self, peft_model, r.output_dir)
         module = PPOModule(
-            peft_model, head, value_adapter, r.ppo.temperature, r.train.chunk_tokens, r.ppo.entropy_coef > 0
+            peft_model,
+            head,
+            value_adapter,
+            r.ppo.temperature,
+            r.train.chunk_tokens,
+            r.ppo.entropy_coef > 0,
+            pack=rows_pack(r),
         )
         optimizer, scheduler = optimizer_for(r, module, total * self.updates_per_step)
         model, optimizer = accelerator.prepare(module, optimizer)
         fsdp_forward_methods(model, FSDP_METHODS)
-        reward = RewardSource(peft_model, reward_head, r.ppo, tokenizer, accelerator.device)
+        reward = RewardSource(peft_model, reward_head, r.ppo, tokenizer, accelerator.device, rows_pack(r))
         phase = PPOPhase(
             r=r,
             method=self,

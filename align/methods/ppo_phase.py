@@ -33,8 +33,8 @@ from align.models.adapters import (
     load_full_state,
     use_adapter,
 )
-from align.models.logprobs import decoder_layer_classes, token_logps_entropy
-from align.models.reward_model import backbone_hidden
+from align.models.logprobs import causal_lm, decoder_layer_classes, resolve_layout, token_logps_entropy
+from align.models.reward_model import rows_hidden
 from align.models.rollout import Rollout
 from align.objectives.kl import KLController
 from align.objectives.ppo import policy_loss, row_mean, token_mean_rows, value_loss
@@ -43,6 +43,14 @@ from align.objectives.types import ObjectiveOutput
 # Methods of PPOModule that run the model outside `forward`: under FSDP2 they are registered as
 # forward methods, so the root unit's parameters (embeddings, norm, heads) are gathered for them.
 FSDP_METHODS = ("logps", "rewards", "score")
+
+
+def rows_pack(r) -> int | None:
+    """Tokens per packed row for the rollout rows' scoring and update forwards (`train.layout`
+    resolved to packed: no padding computed, align/models/reward_model.py: rows_hidden), or None:
+    padded rows (an attention without 4D masks, or `layout: padded` / `shared`)."""
+    layout = resolve_layout(r.train.layout, r.model.attn_implementation, r.model.gradient_checkpointing)
+    return r.train.pack_tokens if layout == "packed" else None
 
 
 class PPOModule(nn.Module):
@@ -58,8 +66,11 @@ class PPOModule(nn.Module):
         temperature: float,
         chunk: int,
         entropy_grad: bool = True,
+        pack: int | None = None,
     ):
         super().__init__()
+        self.pack = pack  # rows_pack: tokens per packed row, or None for padded rows
+        self.attn = getattr(causal_lm(peft_model).config, "_attn_implementation", None) or "sdpa"
         self.entropy_grad = entropy_grad  # False without an entropy bonus: the entropy is a metric
         self.model, self.value_head = peft_model, value_head
         self.value_adapter, self.temperature, self.chunk = value_adapter, temperature, chunk
@@ -71,7 +82,7 @@ class PPOModule(nn.Module):
 
     def _hidden(self, adapter, ids, att, pos):
         with use_adapter(self.model, adapter):
-            return backbone_hidden(self.model, ids, att, pos)
+            return rows_hidden(self.model, ids, att, pos, self.pack, self.attn)
 
     def _stats(self, hidden, response_ids):
         n, tr = response_ids.shape

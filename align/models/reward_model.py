@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from align import rewards
+from align.data.packing import pack_spans
 from align.models.adapters import HEAD_FILE, REWARD, ScalarHead, load_full_state, use_adapter
 from align.models.logprobs import causal_lm, decoder_layer_classes, packed_hidden
 from align.models.rollout import Rollout
@@ -39,6 +40,31 @@ def backbone_hidden(model: nn.Module, input_ids, attention_mask, position_ids=No
     return out.last_hidden_state
 
 
+def rows_hidden(
+    model: nn.Module, ids: torch.Tensor, att: torch.Tensor, pos: torch.Tensor, pack: int | None, attn: str
+) -> torch.Tensor:
+    """The decoder's last hidden states [N, T, H] of padded rows whose real tokens are one span
+    each (a rollout's left-padded prompt + right-padded response). `pack` (tokens per packed row):
+    the spans run packed (`pack_spans`) under the block mask and come back in the padded layout,
+    so callers index them as before with no padding computed; None: the padded rows as given."""
+    if pack is None:
+        return backbone_hidden(model, ids, att, pos)
+    a = att.detach().to("cpu", torch.bool)
+    n, width = a.shape
+    lens, first = a.sum(1), a.int().argmax(1)
+    last = width - 1 - a.flip(1).int().argmax(1)
+    if bool(((last - first + 1) != lens).any()) or bool((lens == 0).any()):
+        raise ValueError("rows_hidden: each row's real tokens must be one non-empty span")
+    p = {k: v.to(ids.device) for k, v in pack_spans(first.tolist(), lens.tolist(), width, pack).items()}
+    packed = {
+        "ids": ids.flatten()[p["src"]],
+        "pos": pos.flatten()[p["src"]],
+        "segment": p["segment"],
+        "branch": p["branch"],
+    }
+    return packed_hidden(causal_lm(model), packed, attn)[p["back"]].view(n, width, -1)
+
+
 class RewardScorer(nn.Module):
     """Scores sequences: the (PEFT) model with adapter `adapter` active (None: as it is), head at
     the last real token. An nn.Module so Accelerate can wrap it for reward-model training.
@@ -47,10 +73,16 @@ class RewardScorer(nn.Module):
     after it: align/data/packing.py) when the batch has them; otherwise rows are scored as given."""
 
     def __init__(
-        self, model: nn.Module, head: ScalarHead, adapter: str | None = None, layout: str = "padded"
+        self,
+        model: nn.Module,
+        head: ScalarHead,
+        adapter: str | None = None,
+        layout: str = "padded",
+        pack: int | None = None,
     ) -> None:
         super().__init__()
         self.model, self.head, self.adapter, self.layout = model, head, adapter, layout
+        self.pack = pack  # rows given as padded rows run packed (rows_hidden), or None
         cfg = getattr(causal_lm(model), "config", None)
         self.attn = getattr(cfg, "_attn_implementation", None) or "sdpa"
 
@@ -70,7 +102,7 @@ class RewardScorer(nn.Module):
             if packed is not None and self.layout == "packed":
                 hidden = packed_hidden(causal_lm(self.model), packed, self.attn)
                 return self.head(hidden.index_select(0, packed["last"]))
-            hidden = backbone_hidden(self.model, input_ids, attention_mask, position_ids)
+            hidden = rows_hidden(self.model, input_ids, attention_mask, position_ids, self.pack, self.attn)
         return self.head(last_token(hidden, attention_mask))
 
     # what checkpoints and the final save need beyond the PEFT adapter
@@ -250,12 +282,12 @@ def reward_function(run_dir: str | Path, device: str = "cpu", batch_size: int = 
 class RewardSource:
     """The score of each response: the reward adapter + head, a local model, or a function."""
 
-    def __init__(self, peft_model, reward_head, cfg, tokenizer, device) -> None:
+    def __init__(self, peft_model, reward_head, cfg, tokenizer, device, pack: int | None = None) -> None:
         self.tok, self.cfg = tokenizer, cfg
         self.scorer = self.external = self.fn = None
         if reward_head is not None:
             self.scorer = RewardScorer(
-                peft_model, reward_head.to(device).requires_grad_(False), adapter=REWARD
+                peft_model, reward_head.to(device).requires_grad_(False), adapter=REWARD, pack=pack
             )
         elif cfg.reward_model:
             self.external = ExternalRewardModel(cfg.reward_model, device)
