@@ -73,7 +73,13 @@ class OnlinePhase(RolloutPhase):
         t1 = time.perf_counter()
         ids, att, pos = rollout.sequences()
         resp, mask = rollout.response_ids, rollout.response_mask()
-        old = self.module.logps(POLICY, ids, att, pos, resp)[0] if self.need_old else None
+        old = None
+        if self.need_old:
+            old = (
+                rollout.logp
+                if rollout.logp is not None
+                else self.module.logps(POLICY, ids, att, pos, resp)[0]
+            )
         ref = self.module.logps(None, ids, att, pos, resp)[0] if self.beta > 0 else None
         score = self._score(examples, rollout, ids, att, pos)
         metrics: dict[str, torch.Tensor] = {"score": score}

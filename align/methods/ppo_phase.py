@@ -128,8 +128,14 @@ class PPOModule(nn.Module):
         """Log-probs, reference log-probs, values, entropy and the reward of each row; `answers`
         go to the reward (a verifiable reward function checks them)."""
         ids, att, pos = rollout.sequences()
-        logp, ent, pred = self._stats(self._hidden(POLICY, ids, att, pos), rollout.response_ids)
-        values = self._values(pred, ids, att, pos, rollout.response_ids.shape[1])
+        tr = rollout.response_ids.shape[1]
+        if rollout.logp is None or self.value_adapter == POLICY:  # the policy's forward is needed
+            logp, ent, pred = self._stats(self._hidden(POLICY, ids, att, pos), rollout.response_ids)
+        else:
+            pred = None
+        if rollout.logp is not None:  # old_logps: sampler
+            logp, ent = rollout.logp, rollout.entropy
+        values = self._values(pred, ids, att, pos, tr)
         ref_logp, _, _ = self._stats(self._hidden(None, ids, att, pos), rollout.response_ids)
         return Scored(logp, ref_logp, values, ent, reward(rollout, ids, att, pos, answers))
 

@@ -58,6 +58,11 @@ def check_backend(r, section: str, where: str) -> None:
     from align.util.errors import RecipeError
 
     cfg = getattr(r, section)
+    if cfg.old_logps == "sampler" and cfg.backend == "vllm":
+        raise RecipeError(
+            f"{where}: {section}.old_logps: 'sampler' takes the log-probs from our own sampling loop; "
+            "backend 'vllm' does not hand them over (use old_logps: forward)"
+        )
     if cfg.compile_decode and cfg.backend in ("hf", "vllm"):
         raise RecipeError(
             f"{where}: {section}.compile_decode compiles the fast backend's decode step; "
@@ -112,7 +117,7 @@ class RolloutPhase:
             out = self._vllm().sample(
                 self.module.model, prompts, self.sampling, self.eos, self.pad, generator
             )
-            return Rollout(*(t.to(self.acc.device) for t in out.__dict__.values()))
+            return Rollout(*(None if t is None else t.to(self.acc.device) for t in out.__dict__.values()))
         with full_weights(self.model) as sharded, use_adapter(self.module.model, POLICY):
             return sample(
                 self.module.model,
@@ -123,6 +128,7 @@ class RolloutPhase:
                 generator,
                 backend="fast" if sharded else self.c.backend,
                 compile=self.c.compile_decode,
+                logps=self.c.old_logps == "sampler",
             )
 
     def _vllm(self):

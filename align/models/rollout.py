@@ -39,6 +39,10 @@ class Rollout:
     response_ids: torch.Tensor  # [N, Tr]
     response_len: torch.Tensor  # [N], EOS included when the row ended
     ended: torch.Tensor  # [N] bool: stopped at EOS (not cut by max_new_tokens)
+    # with sample(logps=True): each response token's log-prob and the entropy under the unfiltered
+    # softmax(logits / temperature) it was drawn at, [N, Tr] (what the update's forward computes)
+    logp: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
 
     def sequences(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(input_ids, attention_mask, position_ids) of prompt + response, [N, Tp + Tr]."""
@@ -55,7 +59,7 @@ class Rollout:
 
     def select(self, rows: Sequence[int] | torch.Tensor) -> Rollout:
         idx = torch.as_tensor(rows, dtype=torch.long)
-        return Rollout(*(t[idx.to(t.device)] for t in self.__dict__.values()))
+        return Rollout(*(None if t is None else t[idx.to(t.device)] for t in self.__dict__.values()))
 
 
 def positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -209,6 +213,7 @@ def sample(
     check_every: int = 8,
     backend: str = "auto",
     compile: bool = False,
+    logps: bool = False,
 ) -> Rollout:
     """Continue each prompt (token ids) with up to `sampling.max_new_tokens` tokens.
 
@@ -217,7 +222,11 @@ def sample(
     lean static-cache path of align/models/decode.py when the model is supported, else HF),
     "fast" (that path or ValueError with the reason) or "hf" (the model's own forward). Both
     backends feed the same loop and `pick`, so equal logits give equal tokens. `compile`: the fast
-    backend's decode step runs `torch.compile`d (align/models/decode_compile.py; hf ignores it)."""
+    backend's decode step runs `torch.compile`d (align/models/decode_compile.py; hf ignores it).
+    `logps`: also keep each token's log-prob and entropy at `sampling.temperature` (before top-k /
+    top-p, as the training forward computes them; temperature > 0)."""
+    if logps and sampling.temperature == 0:
+        raise ValueError("rollout: log-probs of greedy decoding are undefined (temperature 0)")
     dev = next(model.parameters()).device
     ids, plen = left_pad(prompts, pad_token_id)
     ids, plen = ids.to(dev), plen.to(dev)
@@ -231,15 +240,28 @@ def sample(
         logits, step = _hf_start(model, ids, plen)
     done = torch.zeros(n, dtype=torch.bool, device=dev)
     length = torch.zeros(n, dtype=torch.long, device=dev)
-    tokens = []
+    tokens, stats = [], []
     for t in range(sampling.max_new_tokens):
         tok = pick(logits, sampling, generator)
         tok = torch.where(done, torch.full_like(tok, pad_token_id), tok)
         tokens.append(tok)
+        if logps:
+            stats.append(token_stats(logits, tok, sampling.temperature))
         length += (~done).long()
         done = done | torch.isin(tok, eos)
         if t + 1 == sampling.max_new_tokens or ((t + 1) % check_every == 0 and bool(done.all())):
             break
         logits = step(tok)
     response = torch.stack(tokens, dim=1)
-    return Rollout(ids, plen, response, length, done)
+    if not logps:
+        return Rollout(ids, plen, response, length, done)
+    logp, entropy = (torch.stack(s, dim=1) for s in zip(*stats))
+    return Rollout(ids, plen, response, length, done, logp, entropy)
+
+
+def token_stats(
+    logits: torch.Tensor, tok: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-prob of tok, entropy) per row under softmax(logits / temperature), in float32."""
+    lp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return lp.gather(-1, tok[:, None])[:, 0], -(lp.exp() * lp).sum(-1)
