@@ -7,7 +7,7 @@ import pytest
 import torch
 from run_helpers import ROOT, adapter, max_abs_diff, metric_values
 
-from align.data.packing import PAD_SEGMENT, pack_spans
+from align.data.packing import PAD_SEGMENT, pack_rollout_rows
 from align.methods import load_recipe
 from align.models.load import load_model
 from align.models.reward_model import backbone_hidden, rows_hidden
@@ -15,23 +15,24 @@ from align.recipe import ModelConfig
 from align.train import run
 
 
-def test_pack_spans_by_hand():
-    # row 0: columns 2-4 of 5, row 1: columns 0-1; both fit one packed row of 8
-    p = pack_spans([2, 0], [3, 2], width=5, budget=8)
-    assert p["src"].tolist() == [[2, 3, 4, 5, 6]]
-    assert p["segment"].tolist() == [[0, 0, 0, 1, 1]]
-    assert p["back"].tolist() == [0, 0, 0, 1, 2, 3, 4, 0, 0, 0]
-    # a budget below the longest span: one span per row, the shorter row padded
-    p = pack_spans([2, 0], [3, 2], width=5, budget=1)
-    assert p["src"].tolist() == [[2, 3, 4], [5, 6, 0]]
-    assert p["segment"].tolist() == [[0, 0, 0], [1, 1, PAD_SEGMENT]]
-    assert p["back"].tolist() == [0, 0, 0, 1, 2, 3, 4, 0, 0, 0]
+def test_pack_rollout_rows_by_hand():
+    # width 5, prompts end at column 3. Rows 0 and 1 share a prompt (columns 1-2) with responses of
+    # 2 and 1 tokens; row 2: a 3-token prompt and 1 response token. Segments of 5 and 4 tokens.
+    p = pack_rollout_rows([1, 1, 0], [2, 1, 1], [0, 0, 1], prompt_width=3, width=5)
+    assert p["src"].tolist() == [[1, 2, 3, 4, 8], [10, 11, 12, 13, 0]]
+    assert p["segment"].tolist() == [[0, 0, 0, 0, 0], [1, 1, 1, 1, PAD_SEGMENT]]
+    assert p["branch"].tolist() == [[0, 0, 1, 1, 2], [0, 0, 0, 1, 0]]
+    # row 1's prompt columns read the shared prompt's slots 0-1
+    assert p["back"].tolist() == [0, 0, 1, 2, 3, 0, 0, 1, 4, 0, 5, 6, 7, 8, 0]
 
 
-def rows(plen: list[int], rlen: list[int], tp: int, tr: int, vocab: int, seed: int = 0):
+def rows(plen: list[int], rlen: list[int], tp: int, tr: int, vocab: int, seed: int = 0, same=()):
+    """Rollout rows; `same`: (row, row it copies its prompt from) pairs."""
     g = torch.Generator().manual_seed(seed)
     n = len(plen)
     ids = torch.randint(0, vocab, (n, tp + tr), generator=g)
+    for i, j in same:
+        ids[i, :tp] = ids[j, :tp]
     p, r = torch.tensor(plen), torch.tensor(rlen)
     att = torch.cat([torch.arange(tp)[None] >= (tp - p)[:, None], torch.arange(tr)[None] < r[:, None]], 1)
     att = att.long()
@@ -39,14 +40,14 @@ def rows(plen: list[int], rlen: list[int], tp: int, tr: int, vocab: int, seed: i
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("budget", [1, 12, 64])
-def test_packed_rows_equal_each_row_alone(budget):
+def test_packed_rows_equal_each_row_alone():
     model = load_model(ModelConfig("tiny-smollm2", "float32"), seed=0).eval()
-    plen, rlen = [7, 3, 5, 1], [5, 2, 1, 4]
-    ids, att, pos = rows(plen, rlen, 7, 5, model.config.vocab_size)
-    got = rows_hidden(model, ids, att, pos, budget, "sdpa")
-    assert got.shape == (4, 12, model.config.hidden_size) and torch.isfinite(got).all()
-    for n in range(4):
+    # rows 1, 4 and 5 share a prompt (a group): segments 12, 3 + 2 + 4 + 1, 6, 5 in packed rows of 12
+    plen, rlen = [7, 3, 5, 1, 3, 3], [5, 2, 1, 4, 4, 1]
+    ids, att, pos = rows(plen, rlen, 7, 5, model.config.vocab_size, same=((4, 1), (5, 1)))
+    got = rows_hidden(model, ids, att, pos, True, "sdpa", prompt_width=7)
+    assert got.shape == (6, 12, model.config.hidden_size) and torch.isfinite(got).all()
+    for n in range(6):
         span = att[n].bool()
         alone = backbone_hidden(model, ids[n : n + 1, span], None, pos[n : n + 1, span])[0]
         torch.testing.assert_close(got[n, span], alone, rtol=1e-5, atol=1e-5)
@@ -55,8 +56,8 @@ def test_packed_rows_equal_each_row_alone(budget):
 def test_rows_with_a_hole_are_refused():
     ids, att, pos = rows([3, 2], [2, 2], 3, 2, 100)
     att[0, 3] = 0  # a gap inside row 0's span
-    with pytest.raises(ValueError, match="one non-empty span"):
-        rows_hidden(torch.nn.Module(), ids, att, pos, 16, "sdpa")
+    with pytest.raises(ValueError, match="each row must be a non-empty prompt ending at column 3"):
+        rows_hidden(torch.nn.Module(), ids, att, pos, True, "sdpa", prompt_width=3)
 
 
 @pytest.mark.parametrize("recipe", ["online_tiny.yaml", "ppo_tiny.yaml"])

@@ -162,26 +162,48 @@ def block_mask(segment: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
     return mask[:, None]
 
 
-def pack_spans(first: Sequence[int], lens: Sequence[int], width: int, budget: int) -> dict[str, torch.Tensor]:
-    """Host-side packed layout of padded rows whose real tokens form one span each (row n holds
-    them at columns first[n] .. first[n] + lens[n] - 1 of `width`: a left-padded prompt followed
-    by its right-padded response), bin-packed like `pack_sequences`, each span its own segment.
+def pack_rollout_rows(
+    first: Sequence[int], rlen: Sequence[int], group: Sequence[int], prompt_width: int, width: int
+) -> dict[str, torch.Tensor]:
+    """Host-side packed layout of rollout rows: row n of `width` columns holds its prompt at columns
+    first[n] .. prompt_width - 1 (left-padded) and rlen[n] response tokens from prompt_width on.
+    Rows of one `group` (the same prompt: GRPO's and RLOO's k completions) share one segment laid
+    out `[prompt, response 1, ..., response k]`, the prompt once (branch 0, as in `pack_pairs`),
+    each response on its own branch after it; segments are bin-packed (first-fit decreasing) into
+    rows no longer than the longest segment.
 
-    "src" [R, L]: the flat padded index (n * width + column) each packed slot reads, 0 for padding
-    slots (their segment is PAD_SEGMENT: they attend to themselves only); "segment", "branch" for
-    `block_mask`; "back" [N * width]: the flat packed slot of each padded position, so hidden states
-    come back in the padded layout (padding positions read slot 0: finite, and masked by callers)."""
-    rows, length = _bins(list(lens), budget)
+    "src" [R, L]: the flat padded index (n * width + column) each packed slot reads (0 for padding,
+    whose segment is PAD_SEGMENT); "segment", "branch" for `block_mask`; "back" [N * width]: the
+    flat packed slot of each padded position, a group's prompt slots for each of its rows (padding
+    positions read slot 0: finite, and masked by callers)."""
+    members: dict[int, list[int]] = {}
+    for n, g in enumerate(group):
+        members.setdefault(g, []).append(n)
+    groups = list(members.values())
+    sizes = [prompt_width - first[ms[0]] + sum(rlen[n] for n in ms) for ms in groups]
+    rows, length = _bins(sizes, max(sizes))
     shape = (len(rows), length)
     src = torch.zeros(shape, dtype=torch.long)
     segment = torch.full(shape, PAD_SEGMENT, dtype=torch.long)
-    back = torch.zeros(len(lens) * width, dtype=torch.long)
-    for r, members in enumerate(rows):
-        at = 0
-        for n in sorted(members):
-            cols = torch.arange(first[n], first[n] + lens[n])
-            src[r, at : at + lens[n]] = n * width + cols
-            segment[r, at : at + lens[n]] = n
-            back[n * width + cols] = r * length + at + torch.arange(lens[n])
-            at += lens[n]
-    return {"src": src, "segment": segment, "branch": torch.zeros(shape, dtype=torch.long), "back": back}
+    branch = torch.zeros(shape, dtype=torch.long)
+    back = torch.zeros(len(first) * width, dtype=torch.long)
+    for r, in_row in enumerate(rows):
+        at = r * length
+        for g in sorted(in_row):
+            ms = groups[g]
+            cols = torch.arange(first[ms[0]], prompt_width)
+            slots = torch.arange(at, at + len(cols))
+            src.view(-1)[slots] = ms[0] * width + cols
+            segment.view(-1)[slots] = g
+            for n in ms:
+                back[n * width + cols] = slots
+            at += len(cols)
+            for b, n in enumerate(ms, start=1):
+                cols = torch.arange(prompt_width, prompt_width + rlen[n])
+                slots = torch.arange(at, at + rlen[n])
+                src.view(-1)[slots] = n * width + cols
+                segment.view(-1)[slots] = g
+                branch.view(-1)[slots] = b
+                back[n * width + cols] = slots
+                at += rlen[n]
+    return {"src": src, "segment": segment, "branch": branch, "back": back}

@@ -45,12 +45,12 @@ from align.objectives.types import ObjectiveOutput
 FSDP_METHODS = ("logps", "rewards", "score")
 
 
-def rows_pack(r) -> int | None:
-    """Tokens per packed row for the rollout rows' scoring and update forwards (`train.layout`
-    resolved to packed: no padding computed, align/models/reward_model.py: rows_hidden), or None:
-    padded rows (an attention without 4D masks, or `layout: padded` / `shared`)."""
+def rows_pack(r) -> bool:
+    """Whether the rollout rows' scoring and update forwards run packed (`train.layout` resolved to
+    packed: align/models/reward_model.py: rows_hidden) or as padded rows (an attention without 4D
+    masks, or `layout: padded` / `shared`)."""
     layout = resolve_layout(r.train.layout, r.model.attn_implementation, r.model.gradient_checkpointing)
-    return r.train.pack_tokens if layout == "packed" else None
+    return layout == "packed"
 
 
 class PPOModule(nn.Module):
@@ -66,10 +66,10 @@ class PPOModule(nn.Module):
         temperature: float,
         chunk: int,
         entropy_grad: bool = True,
-        pack: int | None = None,
+        pack: bool = False,
     ):
         super().__init__()
-        self.pack = pack  # rows_pack: tokens per packed row, or None for padded rows
+        self.pack = pack  # rows_pack: packed rollout rows
         self.attn = getattr(causal_lm(peft_model).config, "_attn_implementation", None) or "sdpa"
         self.entropy_grad = entropy_grad  # False without an entropy bonus: the entropy is a metric
         self.model, self.value_head = peft_model, value_head
@@ -80,9 +80,9 @@ class PPOModule(nn.Module):
     def _no_split_modules(self) -> list[str] | None:  # FSDP: one unit per decoder layer
         return decoder_layer_classes(self.model)
 
-    def _hidden(self, adapter, ids, att, pos):
+    def _hidden(self, adapter, ids, att, pos, tr: int):
         with use_adapter(self.model, adapter):
-            return rows_hidden(self.model, ids, att, pos, self.pack, self.attn)
+            return rows_hidden(self.model, ids, att, pos, self.pack, self.attn, ids.shape[1] - tr)
 
     def _stats(self, hidden, response_ids):
         n, tr = response_ids.shape
@@ -100,7 +100,7 @@ class PPOModule(nn.Module):
     @torch.no_grad()
     def logps(self, adapter, ids, att, pos, response_ids) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-probs, entropy) [N, Tr] of the responses under `adapter` (None: the reference)."""
-        logp, ent, _ = self._stats(self._hidden(adapter, ids, att, pos), response_ids)
+        logp, ent, _ = self._stats(self._hidden(adapter, ids, att, pos, response_ids.shape[1]), response_ids)
         return logp, ent
 
     def _values(self, pol_pred, ids, att, pos, tr):
@@ -108,11 +108,11 @@ class PPOModule(nn.Module):
             return None
         if self.value_adapter == POLICY:  # value head on the policy's own hidden states
             return self.value_head(pol_pred)
-        return self.value_head(self._hidden(self.value_adapter, ids, att, pos)[:, -tr - 1 : -1])
+        return self.value_head(self._hidden(self.value_adapter, ids, att, pos, tr)[:, -tr - 1 : -1])
 
     def forward(self, input_ids, attention_mask, position_ids, response_ids):
         logp, ent, pred = self._stats(
-            self._hidden(POLICY, input_ids, attention_mask, position_ids), response_ids
+            self._hidden(POLICY, input_ids, attention_mask, position_ids, response_ids.shape[1]), response_ids
         )
         values = self._values(pred, input_ids, attention_mask, position_ids, response_ids.shape[1])
         return logp, ent, values
@@ -130,13 +130,13 @@ class PPOModule(nn.Module):
         ids, att, pos = rollout.sequences()
         tr = rollout.response_ids.shape[1]
         if rollout.logp is None or self.value_adapter == POLICY:  # the policy's forward is needed
-            logp, ent, pred = self._stats(self._hidden(POLICY, ids, att, pos), rollout.response_ids)
+            logp, ent, pred = self._stats(self._hidden(POLICY, ids, att, pos, tr), rollout.response_ids)
         else:
             pred = None
         if rollout.logp is not None:  # old_logps: sampler
             logp, ent = rollout.logp, rollout.entropy
         values = self._values(pred, ids, att, pos, tr)
-        ref_logp, _, _ = self._stats(self._hidden(None, ids, att, pos), rollout.response_ids)
+        ref_logp, _, _ = self._stats(self._hidden(None, ids, att, pos, tr), rollout.response_ids)
         return Scored(logp, ref_logp, values, ent, reward(rollout, ids, att, pos, answers))
 
 

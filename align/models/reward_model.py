@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from align import rewards
-from align.data.packing import pack_spans
+from align.data.packing import pack_rollout_rows
 from align.models.adapters import HEAD_FILE, REWARD, ScalarHead, load_full_state, use_adapter
 from align.models.logprobs import causal_lm, decoder_layer_classes, packed_hidden
 from align.models.rollout import Rollout
@@ -41,21 +41,44 @@ def backbone_hidden(model: nn.Module, input_ids, attention_mask, position_ids=No
 
 
 def rows_hidden(
-    model: nn.Module, ids: torch.Tensor, att: torch.Tensor, pos: torch.Tensor, pack: int | None, attn: str
+    model: nn.Module,
+    ids: torch.Tensor,
+    att: torch.Tensor,
+    pos: torch.Tensor,
+    pack: bool,
+    attn: str,
+    prompt_width: int | None = None,
 ) -> torch.Tensor:
-    """The decoder's last hidden states [N, T, H] of padded rows whose real tokens are one span
-    each (a rollout's left-padded prompt + right-padded response). `pack` (tokens per packed row):
-    the spans run packed (`pack_spans`) under the block mask and come back in the padded layout,
-    so callers index them as before with no padding computed; None: the padded rows as given."""
-    if pack is None:
+    """The decoder's last hidden states [N, T, H] of rollout rows: a prompt left-padded to
+    `prompt_width` columns, then its right-padded response. `pack` (and a `prompt_width`): the rows
+    run packed (`pack_rollout_rows`) under the block mask, each distinct prompt once with its
+    responses after it, and come back in the padded layout, so callers index them as before.
+
+    Packed rows are no longer than the longest segment: longer ones would compute more attention
+    than the padded rows (a CPU attention under a mask computes every pair of a row: rows of 512
+    made a GRPO micro-batch's update 1.5x slower than padding), shorter ones could not hold it."""
+    if not pack or prompt_width is None:
         return backbone_hidden(model, ids, att, pos)
     a = att.detach().to("cpu", torch.bool)
     n, width = a.shape
     lens, first = a.sum(1), a.int().argmax(1)
     last = width - 1 - a.flip(1).int().argmax(1)
-    if bool(((last - first + 1) != lens).any()) or bool((lens == 0).any()):
-        raise ValueError("rows_hidden: each row's real tokens must be one non-empty span")
-    p = {k: v.to(ids.device) for k, v in pack_spans(first.tolist(), lens.tolist(), width, pack).items()}
+    rlen = lens - (prompt_width - first)
+    if (
+        bool(((last - first + 1) != lens).any())
+        or bool((first >= prompt_width).any())
+        or bool((rlen < 0).any())
+    ):
+        raise ValueError(
+            f"rows_hidden: each row must be a non-empty prompt ending at column {prompt_width}, then its response"
+        )
+    host = ids.detach().cpu()
+    keys: dict[tuple, int] = {}
+    group = [
+        keys.setdefault(tuple(host[i, int(first[i]) : prompt_width].tolist()), len(keys)) for i in range(n)
+    ]
+    spans = pack_rollout_rows(first.tolist(), rlen.tolist(), group, prompt_width, width)
+    p = {k: v.to(ids.device) for k, v in spans.items()}
     packed = {
         "ids": ids.flatten()[p["src"]],
         "pos": pos.flatten()[p["src"]],
@@ -78,11 +101,11 @@ class RewardScorer(nn.Module):
         head: ScalarHead,
         adapter: str | None = None,
         layout: str = "padded",
-        pack: int | None = None,
+        pack: bool = False,
     ) -> None:
         super().__init__()
         self.model, self.head, self.adapter, self.layout = model, head, adapter, layout
-        self.pack = pack  # rows given as padded rows run packed (rows_hidden), or None
+        self.pack = pack  # rows given as padded rows run packed (rows_hidden)
         cfg = getattr(causal_lm(model), "config", None)
         self.attn = getattr(cfg, "_attn_implementation", None) or "sdpa"
 
@@ -96,13 +119,17 @@ class RewardScorer(nn.Module):
         head = ScalarHead(hidden, seed).to(next(peft_model.parameters()).device)
         return cls(peft_model, head, layout=layout)
 
-    def forward(self, input_ids, attention_mask, position_ids=None, packed=None, **_) -> torch.Tensor:
+    def forward(
+        self, input_ids, attention_mask, position_ids=None, packed=None, prompt_width=None, **_
+    ) -> torch.Tensor:
         role = use_adapter(self.model, self.adapter) if self.adapter else contextlib.nullcontext()
         with role:
             if packed is not None and self.layout == "packed":
                 hidden = packed_hidden(causal_lm(self.model), packed, self.attn)
                 return self.head(hidden.index_select(0, packed["last"]))
-            hidden = rows_hidden(self.model, input_ids, attention_mask, position_ids, self.pack, self.attn)
+            hidden = rows_hidden(
+                self.model, input_ids, attention_mask, position_ids, self.pack, self.attn, prompt_width
+            )
         return self.head(last_token(hidden, attention_mask))
 
     # what checkpoints and the final save need beyond the PEFT adapter
@@ -282,7 +309,7 @@ def reward_function(run_dir: str | Path, device: str = "cpu", batch_size: int = 
 class RewardSource:
     """The score of each response: the reward adapter + head, a local model, or a function."""
 
-    def __init__(self, peft_model, reward_head, cfg, tokenizer, device, pack: int | None = None) -> None:
+    def __init__(self, peft_model, reward_head, cfg, tokenizer, device, pack: bool = False) -> None:
         self.tok, self.cfg = tokenizer, cfg
         self.scorer = self.external = self.fn = None
         if reward_head is not None:
@@ -311,7 +338,7 @@ class RewardSource:
         """Scores [N]; `answers` (each row's prompt record's answer) reach a reward function that
         asks for them, and are ignored by reward models."""
         if self.scorer is not None:
-            return self.scorer(ids, att, pos).float()
+            return self.scorer(ids, att, pos, prompt_width=rollout.prompt_ids.shape[1]).float()
         prompts, responses, resp_ids = self.texts(rollout)
         if self.external is not None:
             convs = [
