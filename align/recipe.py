@@ -149,7 +149,7 @@ class TrainConfig:
     chunk_tokens: int = ranged(1024, COUNT)  # LM-head chunk size in the log-prob path
     layout: Literal["auto", "packed", "shared", "padded"] = "auto"  # pairs and rollout rows (logprobs.py)
     compile: bool = False  # torch.compile each decoder layer (align/models/load.py: compile_layers)
-    pack_tokens: int = ranged(512, COUNT)  # packed layout: tokens per row (at least the longest pair)
+    pack_tokens: int = ranged(512, COUNT)  # packed pairs: tokens per row (at least the longest pair)
     progress: bool = True
     max_bad_steps: int = ranged(3, COUNT)  # consecutive non-finite steps (skipped) before the run stops
 

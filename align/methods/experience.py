@@ -136,18 +136,27 @@ def to_batch(rollout: Rollout, s: Scored, adv: torch.Tensor, ret: torch.Tensor) 
 
 
 def minibatch_updates(
-    batch: RowBatch, epochs: int, minibatches: int, micro: int, generator: torch.Generator
+    batch: RowBatch, epochs: int, minibatches: int, micro: int, generator: torch.Generator, group: int = 1
 ) -> list[tuple[list[RowBatch], float]]:
     """For each epoch a fresh permutation of the rows, cut into `minibatches` minibatches, each cut
     into micro-batches of at most `micro` rows: [(micro-batches, rows in the minibatch), ...].
-    Each micro-batch carries its minibatch's token and row counts (token-mean normalisation)."""
+    Each micro-batch carries its minibatch's token and row counts (token-mean normalisation).
+
+    `group`: the rows come in groups of that many consecutive rows (GRPO's and RLOO's k completions
+    of one prompt), permuted as whole groups so that a micro-batch of whole groups runs each prompt
+    once in the packed layout (align/models/reward_model.py: rows_hidden); with more minibatches
+    than groups, rows are permuted one by one. group = 1 is the plain row permutation."""
     n = batch.input_ids.shape[0]
+    if group > 1 and (n % group or minibatches > n // group):
+        group = 1
     mask_rows = batch.mask.sum(1).cpu()  # one host copy per rollout batch: widths known on the host
     prompt_rows = batch.attention_mask.sum(1).cpu() - mask_rows
     out = []
+    within = torch.arange(group)
     for _ in range(epochs):
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n // group, generator=generator)
         for mb in order.tensor_split(minibatches):
+            mb = (mb[:, None] * group + within).flatten()
             if mb.numel() == 0:
                 continue
             tokens = float(mask_rows[mb].sum())

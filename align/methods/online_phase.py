@@ -96,7 +96,7 @@ class OnlinePhase(RolloutPhase):
         metrics["group/zero_std"] = (grouped == grouped[:, :1]).all(1).float().repeat_interleave(self.k)
         metrics["advantage/abs"] = adv.abs()
         batch = OnlineBatch(ids, att, pos, resp, mask, adv, old, ref)
-        updates = self._updates(batch, step, self.micro)
+        updates = self._updates(batch, step, self.micro, group=self.k)
         self.module.train()
         t2 = time.perf_counter()
         metrics.update(response_length=rollout.response_len.float(), eos=rollout.ended.float())

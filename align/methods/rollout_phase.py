@@ -149,12 +149,13 @@ class RolloutPhase:
             )
         return self._sampler
 
-    def _updates(self, batch: RowBatch, step: int, micro: int) -> list[Update]:
-        """`epochs` x `minibatches` updates over the rollout batch, in a seeded row order."""
+    def _updates(self, batch: RowBatch, step: int, micro: int, group: int = 1) -> list[Update]:
+        """`epochs` x `minibatches` updates over the rollout batch, in a seeded row order (whole
+        groups of `group` rows: `minibatch_updates`)."""
         g = self._generator(1, step, device="cpu")
         return [
             Update(micros, rows)
-            for micros, rows in minibatch_updates(batch, self.c.epochs, self.c.minibatches, micro, g)
+            for micros, rows in minibatch_updates(batch, self.c.epochs, self.c.minibatches, micro, g, group)
         ]
 
     @staticmethod
