@@ -33,6 +33,10 @@ AttnImplementation = Literal["eager", "sdpa", "flash_attention_2", "flash_attent
 # Who computes the rollout (align/models/rollout.py): auto (fast when it supports the model, else
 # hf), fast, hf, or vllm (align/models/vllm_rollout.py: optional, needs vLLM and a CUDA GPU).
 RolloutBackend = Literal["auto", "fast", "hf", "vllm"]
+# The policy's log-probs of the sampled tokens (PPO's old log-probs, RLOO's KL): "forward" runs the
+# policy over the rows (exactly the update's numbers: first-epoch ratios are 1); "sampler" takes
+# them from the sampling logits, one forward less (TRL's way; align/models/rollout.py).
+OldLogps = Literal["forward", "sampler"]
 
 
 @dataclass(frozen=True)
@@ -193,10 +197,7 @@ class PPOConfig:
     value_clip: float | None = ranged(0.2, "(0, 1e6]")  # None: unclipped value loss
     vf_coef: float = ranged(0.1, "[0, 1000]")
     entropy_coef: float = ranged(0.0, "[0, 1000]")
-    # the policy's log-probs of the sampled tokens (PPO's old log-probs, RLOO's KL): "forward" runs
-    # the policy over the rows (exactly the update's numbers: first-epoch ratios are 1); "sampler"
-    # takes them from the sampling logits, one forward less (TRL's way; align/models/rollout.py)
-    old_logps: Literal["forward", "sampler"] = "forward"
+    old_logps: OldLogps = "forward"  # see OldLogps
     epochs: int = ranged(4, "[1, 1000]")  # PPO epochs over each rollout batch
     minibatches: int = ranged(1, "[1, 65536]")  # optimizer updates per epoch (the rollout batch split)
     whiten_rewards: bool = False
@@ -226,10 +227,7 @@ class OnlineConfig:
         False  # torch.compile the fast backend's decode step (align/models/decode_compile.py)
     )
     missing_eos_penalty: float | None = ranged(None, "[0, 1e6]")  # subtracted from the score
-    # the policy's log-probs of the sampled tokens (PPO's old log-probs, RLOO's KL): "forward" runs
-    # the policy over the rows (exactly the update's numbers: first-epoch ratios are 1); "sampler"
-    # takes them from the sampling logits, one forward less (TRL's way; align/models/rollout.py)
-    old_logps: Literal["forward", "sampler"] = "forward"
+    old_logps: OldLogps = "forward"  # see OldLogps
     clip: float | None = ranged(0.2, "(0, 10]")  # ε_low; None: unclipped ratios (rloo only)
     clip_high: float | None = ranged(None, "(0, 10]")  # ε_high (DAPO's clip-higher); None: = clip
     epochs: int = ranged(1, "[1, 1000]")  # passes over each rollout batch (1: on-policy)

@@ -90,6 +90,7 @@ class PPOMethod:
     def wire(self, r, data, tokenizer, accelerator, peft_model, total, plan, model_spec) -> Wired:
         """A rollout phase per step, then its minibatch updates."""
         head, value_adapter, (reward_head, _) = build_roles(r, self, peft_model, r.output_dir)
+        pack = rows_pack(r)
         module = PPOModule(
             peft_model,
             head,
@@ -97,12 +98,12 @@ class PPOMethod:
             r.ppo.temperature,
             r.train.chunk_tokens,
             r.ppo.entropy_coef > 0,
-            pack=rows_pack(r),
+            pack=pack,
         )
         optimizer, scheduler = optimizer_for(r, module, total * self.updates_per_step)
         model, optimizer = accelerator.prepare(module, optimizer)
         fsdp_forward_methods(model, FSDP_METHODS)
-        reward = RewardSource(peft_model, reward_head, r.ppo, tokenizer, accelerator.device, rows_pack(r))
+        reward = RewardSource(peft_model, reward_head, r.ppo, tokenizer, accelerator.device, pack)
         phase = PPOPhase(
             r=r,
             method=self,

@@ -33,7 +33,12 @@ from align.models.adapters import (
     load_full_state,
     use_adapter,
 )
-from align.models.logprobs import causal_lm, decoder_layer_classes, resolve_layout, token_logps_entropy
+from align.models.logprobs import (
+    attn_implementation,
+    decoder_layer_classes,
+    resolve_layout,
+    token_logps_entropy,
+)
 from align.models.reward_model import rows_hidden
 from align.models.rollout import Rollout
 from align.objectives.kl import KLController
@@ -70,7 +75,7 @@ class PPOModule(nn.Module):
     ):
         super().__init__()
         self.pack = pack  # rows_pack: packed rollout rows
-        self.attn = getattr(causal_lm(peft_model).config, "_attn_implementation", None) or "sdpa"
+        self.attn = attn_implementation(peft_model)
         self.entropy_grad = entropy_grad  # False without an entropy bonus: the entropy is a metric
         self.model, self.value_head = peft_model, value_head
         self.value_adapter, self.temperature, self.chunk = value_adapter, temperature, chunk

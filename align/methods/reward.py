@@ -10,7 +10,7 @@ import torch
 from align.data.batches import PairBatch
 from align.engine.wired import Wired
 from align.methods.base import check_sections, pair_collators, wire_scored
-from align.models.logprobs import resolve_layout
+from align.models.logprobs import attn_implementation, resolve_layout
 from align.models.reward_model import RewardScorer
 from align.objectives import ObjectiveOutput
 from align.objectives.reward import bradley_terry_loss
@@ -33,8 +33,7 @@ class RewardMethod:
     needs_reference: ClassVar[bool] = False
 
     def scorer(self, peft_model, seed: int, gradient_checkpointing: bool = False):
-        attn = getattr(peft_model.get_base_model().config, "_attn_implementation", None)
-        layout = resolve_layout(self.layout, attn, gradient_checkpointing)
+        layout = resolve_layout(self.layout, attn_implementation(peft_model), gradient_checkpointing)
         return RewardScorer.fresh(peft_model, seed, layout="packed" if layout == "packed" else "padded")
 
     def collators(self, r: Recipe, data: PreparedData, pad: int, pack: int | None):

@@ -48,6 +48,12 @@ def causal_lm(model: nn.Module) -> nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def attn_implementation(model: nn.Module) -> str:
+    """The attention kernel a (PEFT) causal LM runs ("sdpa" when its config names none)."""
+    cfg = getattr(causal_lm(model), "config", None)
+    return getattr(cfg, "_attn_implementation", None) or "sdpa"
+
+
 # Largest acceptable mean |log-prob difference| per completion token between a fast path and the
 # model's own logits, by compute dtype. Rounding noise is well below (SmolLM2-135M, shared-prompt
 # path vs stock, CPU: fp32 3e-6, fp16 5e-3, bf16 2e-2); skipping a real model's logit scaling or
@@ -143,7 +149,7 @@ class SequenceScorer(nn.Module):
             and lm.get_output_embeddings() is not None
             and getattr(lm, "base_model", None) is not lm
         )
-        self.attn = getattr(cfg, "_attn_implementation", None) or "sdpa"
+        self.attn = attn_implementation(model)
         self.layout = resolve_layout(layout, self.attn, gradient_checkpointing)
         self._logits_dtype = torch.float32
 

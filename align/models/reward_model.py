@@ -18,7 +18,7 @@ from torch import nn
 from align import rewards
 from align.data.packing import pack_rollout_rows
 from align.models.adapters import HEAD_FILE, REWARD, ScalarHead, load_full_state, use_adapter
-from align.models.logprobs import causal_lm, decoder_layer_classes, packed_hidden
+from align.models.logprobs import attn_implementation, causal_lm, decoder_layer_classes, packed_hidden
 from align.models.rollout import Rollout
 from align.util.errors import RecipeError
 from align.util.run_recipe import RECIPE_FILE, read_run_recipe
@@ -106,8 +106,7 @@ class RewardScorer(nn.Module):
         super().__init__()
         self.model, self.head, self.adapter, self.layout = model, head, adapter, layout
         self.pack = pack  # rows given as padded rows run packed (rows_hidden)
-        cfg = getattr(causal_lm(model), "config", None)
-        self.attn = getattr(cfg, "_attn_implementation", None) or "sdpa"
+        self.attn = attn_implementation(model)
 
     @property
     def _no_split_modules(self) -> list[str] | None:  # FSDP: one unit per decoder layer
